@@ -1,0 +1,66 @@
+use super::*;
+
+#[test]
+fn empty_file_gives_the_embedded_defaults() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.collect.interval, Duration::from_secs(10));
+    assert_eq!(c.report.interval, Duration::from_secs(300));
+    assert_eq!(c.report.format, ReportFormat::Json);
+    assert_eq!(c.spool.max_bytes, 16 << 20);
+    assert!(c.mqtt.is_none());
+}
+
+#[test]
+fn every_problem_is_reported_with_key_and_line() {
+    let src = "thing_name = \"gw-1\"\nbogus = 1\n[collect]\ninterval = \"ten\"\n[report]\nformat = \"xml\"\nmax_ports = -1\n[spool]\nwhat = 3\n";
+    let e = Config::from_toml(src).unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.errors.len(), 5, "{text}");
+    assert!(text.contains("line 2: bogus: unknown key"), "{text}");
+    assert!(text.contains("line 4: collect.interval"), "{text}");
+    assert!(text.contains("line 6: report.format"), "{text}");
+    assert!(text.contains("line 7: report.max_ports"), "{text}");
+    assert!(text.contains("line 9: spool.what: unknown key"), "{text}");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = Config::from_toml("a = 1\n[collect\n").unwrap_err();
+    assert_eq!(e.errors[0].line, Some(2), "{e}");
+}
+
+#[test]
+fn mqtt_requires_its_files_and_defaults_alpn_on_443() {
+    let e = Config::from_toml("[mqtt]\nendpoint = \"x\"\n").unwrap_err();
+    assert!(e.to_string().contains("mqtt.ca_file"), "{e}");
+    let c = Config::from_toml(
+        "[mqtt]\nendpoint=\"x\"\nport=443\nca_file=\"a\"\ncert_file=\"b\"\nkey_file=\"c\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.mqtt.unwrap().alpn.as_deref(), Some("x-amzn-mqtt-ca"));
+}
+
+#[test]
+fn short_report_interval_is_accepted_with_a_warning() {
+    let c = Config::from_toml("[report]\ninterval = \"5s\"\n").unwrap();
+    assert_eq!(c.report.interval, Duration::from_secs(5));
+    assert_eq!(c.warnings.len(), 1);
+    assert!(Config::from_toml("[report]\ninterval = \"500ms\"\n").is_err());
+}
+
+#[test]
+fn print_config_output_parses_back_to_the_same_config() {
+    let c = Config::from_toml(
+        "[mqtt]\nendpoint=\"x\"\nca_file=\"a\"\ncert_file=\"b\"\nkey_file=\"c\"\n",
+    )
+    .unwrap();
+    let again = Config::from_toml(&c.to_toml()).unwrap();
+    assert_eq!(c, again);
+}
+
+proptest::proptest! {
+    #[test]
+    fn config_parser_never_panics(s in "(?s).{0,200}") {
+        let _ = Config::from_toml(&s);
+    }
+}

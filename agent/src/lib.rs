@@ -1,0 +1,23 @@
+//! edgewarden: an on-device security agent for Linux IoT gateways.
+//!
+//! Data flow, one tick every `[collect] interval`:
+//!
+//! 1. `collect` samples the kernel (/proc, netlink sock_diag) into a [`snapshot::Snapshot`];
+//!    `logs` adds the interval's security events from the journal and log files.
+//! 2. `detect` evaluates the security profile (rule, statistical and ML behaviours) on the
+//!    snapshot and emits violations at once.
+//! 3. `report` folds a report interval's snapshots into one Device Defender metrics report.
+//! 4. Reports and violations go through the durable `spool` to the `transport` (MQTT with mutual
+//!    TLS), or, with no transport configured, to the local outbox.
+#![forbid(unsafe_code)]
+
+pub mod collect;
+pub mod config;
+pub mod detect;
+pub mod logs;
+pub mod metrics;
+pub mod report;
+pub mod snapshot;
+pub mod spool;
+pub mod transport;
+pub mod units;

@@ -1,0 +1,118 @@
+//! The registry of every custom metric the agent reports.
+//!
+//! Each name here is a Device Defender custom metric (`aws iot create-custom-metric`). The table
+//! drives three things: how a report interval's snapshots are folded into one value
+//! ([`Fold`]), the cloud `metricType`, and the README's custom-metric table
+//! (`edgewarden metrics` prints it). Adding a metric means adding one line here.
+
+/// How the values of one report interval are folded into the reported value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Per-tick deltas: the report carries their sum.
+    Sum,
+    /// A gauge: the report carries the last value.
+    Last,
+    /// A gauge: the report carries the maximum seen in the interval.
+    Max,
+    /// A list: the report carries the union of the interval's lists (deduplicated, capped).
+    Union,
+}
+
+/// Device Defender custom metric type (`--metric-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudType {
+    /// `number`
+    Number,
+    /// `string-list`
+    StringList,
+    /// `ip-address-list`
+    IpAddressList,
+}
+
+impl CloudType {
+    /// The name used by `aws iot create-custom-metric --metric-type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CloudType::Number => "number",
+            CloudType::StringList => "string-list",
+            CloudType::IpAddressList => "ip-address-list",
+        }
+    }
+}
+
+/// One custom metric.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomMetricDef {
+    /// Registered name (`[a-zA-Z0-9:_-]{1,128}`, never starting with `aws:`).
+    pub name: &'static str,
+    /// Cloud metric type.
+    pub cloud_type: CloudType,
+    /// How a report interval is folded.
+    pub fold: Fold,
+    /// One line for operators.
+    pub description: &'static str,
+}
+
+macro_rules! metric_names {
+    ($($konst:ident = $name:literal, $ty:ident, $fold:ident, $desc:literal;)*) => {
+        $(
+            #[doc = $desc]
+            pub const $konst: &str = $name;
+        )*
+        /// Every custom metric the agent may report, in README order.
+        pub const CUSTOM_METRICS: &[CustomMetricDef] = &[
+            $(CustomMetricDef { name: $name, cloud_type: CloudType::$ty, fold: Fold::$fold, description: $desc },)*
+        ];
+    };
+}
+
+metric_names! {
+    CPU_USAGE = "cpu_usage", Number, Max, "System CPU usage in percent over the last collection interval (maximum within the report interval).";
+    MEMORY_USED_PCT = "memory_used_pct", Number, Max, "Memory in use (total minus available) in percent of total.";
+    LOAD_AVG_1M = "load_avg_1m", Number, Max, "One-minute load average.";
+    UPTIME_S = "uptime_s", Number, Last, "Seconds since boot.";
+    PROCESS_COUNT = "process_count", Number, Max, "Number of processes.";
+    NEW_PROCESS_NAMES = "new_process_names", StringList, Union, "Names of processes started since the previous sample.";
+    TOP_CPU_PROCESSES = "top_cpu_processes", StringList, Last, "Names of the processes using the most CPU in the last interval.";
+    TOP_MEMORY_PROCESSES = "top_memory_processes", StringList, Last, "Names of the processes with the largest resident memory.";
+    LISTENING_PROCESS_NAMES = "listening_process_names", StringList, Last, "Names of the processes that own listening sockets (where permissions allow).";
+    TCP_ACTIVE_OPENS = "tcp_active_opens", Number, Sum, "Outbound TCP connection attempts (kernel ActiveOpens delta).";
+    TCP_PASSIVE_OPENS = "tcp_passive_opens", Number, Sum, "Inbound TCP connections accepted (kernel PassiveOpens delta).";
+    TCP_ATTEMPT_FAILS = "tcp_attempt_fails", Number, Sum, "Failed TCP connection attempts (kernel AttemptFails delta).";
+    TCP_ESTAB_RESETS = "tcp_estab_resets", Number, Sum, "Established TCP connections reset (kernel EstabResets delta).";
+    TCP_OUT_RSTS = "tcp_out_rsts", Number, Sum, "TCP resets sent, typical of a port scan against the gateway (kernel OutRsts delta).";
+    TCP_IN_ERRS = "tcp_in_errs", Number, Sum, "TCP segments received in error (kernel InErrs delta).";
+    UDP_IN_DATAGRAMS = "udp_in_datagrams", Number, Sum, "UDP datagrams received (kernel InDatagrams delta, IPv4 and IPv6).";
+    UDP_OUT_DATAGRAMS = "udp_out_datagrams", Number, Sum, "UDP datagrams sent (kernel OutDatagrams delta, IPv4 and IPv6).";
+    UDP_NO_PORTS = "udp_no_ports", Number, Sum, "UDP datagrams to closed ports, typical of a UDP scan (kernel NoPorts delta).";
+    UDP_IN_ERRORS = "udp_in_errors", Number, Sum, "UDP datagrams received in error (kernel InErrors delta).";
+    COLLECTOR_ERRORS = "collector_errors", Number, Sum, "Collector failures (unreadable or vanished /proc entries, netlink errors) in the interval.";
+}
+
+/// True when `name` is a valid custom metric name.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with("aws:")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+}
+
+/// Looks a metric up by name.
+pub fn find(name: &str) -> Option<&'static CustomMetricDef> {
+    CUSTOM_METRICS.iter().find(|d| d.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_name_is_valid_and_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in CUSTOM_METRICS {
+            assert!(is_valid_name(d.name), "{}", d.name);
+            assert!(seen.insert(d.name), "duplicate {}", d.name);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Command-line front end of the detector.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Streaming anomaly detection for gateway metrics.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
