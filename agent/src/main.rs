@@ -1,1 +1,138 @@
-fn main() {}
+//! The `edgewarden` binary: parse the command line, set up logging, dispatch, map errors to exit
+//! codes (2 = bad configuration or input, so systemd does not restart; 1 = runtime failure).
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use edgewarden::cli::{Cli, Command, ConfigArg, FormatArg, LogsCommand, ProfileCommand};
+use edgewarden::config::{Config, ConfigErrors, ReportFormat, DEFAULT_CONFIG_PATH, ENV_CONFIG};
+use edgewarden::{metrics, pipeline, telemetry};
+
+/// An error that means "the input was wrong": exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, cli.log_level.as_deref());
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) if e.is::<ConfigErrors>() || e.is::<UsageError>() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves which configuration applies: `--config`, `$EDGEWARDEN_CONFIG`, the default path when
+/// it exists, else the embedded default.
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    let path = arg
+        .config
+        .clone()
+        .or_else(|| std::env::var_os(ENV_CONFIG).filter(|s| !s.is_empty()).map(Into::into))
+        .or_else(|| {
+            let p = std::path::Path::new(DEFAULT_CONFIG_PATH);
+            p.exists().then(|| p.to_owned())
+        });
+    match path {
+        Some(p) => Ok(Config::load(&p)?),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(arg) => {
+            let cfg = load_config(&arg)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .max_blocking_threads(2)
+                .enable_all()
+                .thread_name("edgewarden")
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let stop = edgewarden::shutdown::on_signals().context("cannot install signal handlers")?;
+                pipeline::run(cfg, stop).await.map_err(anyhow::Error::from)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Collect(args) => {
+            let cfg = load_config(&args.config)?;
+            let format = match args.format {
+                Some(FormatArg::Json) => ReportFormat::Json,
+                Some(FormatArg::JsonShort) => ReportFormat::JsonShort,
+                Some(FormatArg::Cbor) => ReportFormat::Cbor,
+                None => cfg.report.format,
+            };
+            let bytes = pipeline::collect_once(&cfg, format, args.pretty)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes).context("cannot write to stdout")?;
+            if format != ReportFormat::Cbor {
+                out.write_all(b"\n").context("cannot write to stdout")?;
+            }
+            out.flush().context("cannot write to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate(arg) => {
+            let Some(path) = arg.config.clone().or_else(|| std::env::var_os(ENV_CONFIG).map(Into::into)) else {
+                return Err(UsageError("validate needs --config FILE (or EDGEWARDEN_CONFIG)".into()).into());
+            };
+            let cfg = Config::load(&path)?;
+            pipeline::preflight(&cfg).map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("{}: configuration is valid", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PrintConfig(arg) => {
+            let cfg = load_config(&arg)?;
+            print_stdout(cfg.to_toml().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile(ProfileCommand::Check { file }) => {
+            let profile = edgewarden::detect::load_profile(&file).map_err(|e| UsageError(format!("{e}")))?;
+            eprintln!("{}: {} behaviours, all valid", file.display(), profile.behaviors.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile(ProfileCommand::Default) => {
+            let p = edgewarden::detect::default_profile();
+            let mut s = serde_json::to_string_pretty(&p).context("cannot encode the default profile")?;
+            s.push('\n');
+            print_stdout(s.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(arg) => {
+            let cfg = load_config(&arg)?;
+            let text = pipeline::status_text(&cfg)?;
+            print_stdout(text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs(LogsCommand::Scan(args)) => {
+            let cfg = load_config(&args.config)?;
+            let code = pipeline::logs_scan(&cfg, &args)?;
+            Ok(code)
+        }
+        Command::Metrics(args) => {
+            let text = if args.markdown { metrics::markdown_table() } else { metrics::create_commands() };
+            print_stdout(text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")
+}

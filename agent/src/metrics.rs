@@ -116,3 +116,32 @@ mod tests {
         }
     }
 }
+
+/// The custom-metric table in Markdown (the README's table).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| name | type | per report | meaning |\n|---|---|---|---|\n");
+    for d in CUSTOM_METRICS {
+        let fold = match d.fold {
+            Fold::Sum => "sum",
+            Fold::Last => "last",
+            Fold::Max => "max",
+            Fold::Union => "union",
+        };
+        s.push_str(&format!("| `{}` | {} | {fold} | {} |\n", d.name, d.cloud_type.as_str(), d.description));
+    }
+    s
+}
+
+/// The `aws iot create-custom-metric` commands that register every custom metric.
+pub fn create_commands() -> String {
+    let mut s = String::new();
+    for d in CUSTOM_METRICS {
+        s.push_str(&format!(
+            "aws iot create-custom-metric --metric-name {} --metric-type {} --display-name {}\n",
+            d.name,
+            d.cloud_type.as_str(),
+            d.name
+        ));
+    }
+    s
+}

@@ -1,0 +1,382 @@
+//! The one place that wires the stages together and runs them.
+//!
+//! ```text
+//!  tick ──► collect::Collector::sample ─┐ (spawn_blocking)
+//!           logs::LogMonitor::drain ────┼──► Snapshot ──► detect::Engine::evaluate ──► violations ─┐
+//!                                       │                                                     │
+//!                                       └──► report::Aggregator ──(every report interval)──► report ┤
+//!                                                                                             ▼
+//!                                     outbox (embedded default)  or  spool ──► transport::mqtt
+//! ```
+//!
+//! Collection runs on a fixed tick (default 10 s); detection runs on every tick, independent of the
+//! Device Defender report period (default 300 s). Reports and violations are written durably
+//! (outbox file, or the spool before any publish) before the tick ends.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::LogsScanArgs;
+use crate::collect::Collector;
+use crate::config::{Config, ReportFormat};
+use crate::detect::{self, Engine, EngineState, ViolationEvent};
+use crate::logs::LogMonitor;
+use crate::outbox::{Outbox, OutboxError, REPORTS, VIOLATIONS};
+use crate::report::{self, Aggregator, ReportIds};
+use crate::snapshot::{MetricValue, Snapshot};
+use crate::spool::{SharedSpool, Spool, SpoolError};
+use crate::transport::{self, TransportStats};
+
+/// File in the state directory holding the detector's learned state.
+pub const DETECT_STATE_FILE: &str = "detect.json";
+
+/// A failure that stops the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The state directory cannot be used.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The outbox cannot be written.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The spool cannot be opened or written.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The security profile cannot be loaded.
+    #[error("security profile: {0}")]
+    Profile(String),
+    /// The MQTT files or settings are unusable.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+}
+
+/// Wall clock in ms since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks what can be known before starting: MQTT files (modes, PEM, key matches certificate)
+/// and the security profile.
+pub fn preflight(cfg: &Config) -> Result<(), AgentError> {
+    if let Some(m) = &cfg.mqtt {
+        transport::check_mqtt_files(m)?;
+    }
+    if let Some(p) = &cfg.detect.profile {
+        detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Where reports and violations go.
+enum Sink {
+    /// Embedded default: JSON lines on disk (and optionally stdout).
+    Outbox { outbox: Outbox, stdout: bool },
+    /// The durable spool in front of the MQTT transport.
+    Spool { spool: SharedSpool, stats: Arc<TransportStats> },
+}
+
+impl Sink {
+    fn report(&mut self, cfg: &Config, rep: &report::MetricsReport) -> Result<(), AgentError> {
+        match self {
+            Sink::Outbox { outbox, stdout } => {
+                let fmt = match cfg.report.format {
+                    ReportFormat::Cbor => ReportFormat::Json,
+                    f => f,
+                };
+                let line = report::encode(rep, fmt);
+                outbox.append(REPORTS, &line)?;
+                if *stdout {
+                    crate::transport::stdout::write_line(&line);
+                }
+                Ok(())
+            }
+            Sink::Spool { spool, .. } => {
+                let payload = report::encode(rep, cfg.report.format);
+                spool.append(&cfg.defender_topic(), &payload)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn violation(&mut self, cfg: &Config, v: &ViolationEvent) -> Result<(), AgentError> {
+        let line = serde_json::to_vec(v).expect("a violation event always serializes");
+        match self {
+            Sink::Outbox { outbox, stdout } => {
+                outbox.append(VIOLATIONS, &line)?;
+                if *stdout {
+                    crate::transport::stdout::write_line(&line);
+                }
+            }
+            Sink::Spool { spool, .. } => {
+                spool.append(&cfg.violations_topic(), &line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn custom_metrics(&self) -> Vec<(&'static str, MetricValue)> {
+        match self {
+            Sink::Outbox { .. } => Vec::new(),
+            Sink::Spool { spool, stats } => {
+                let mut v: Vec<_> = stats
+                    .custom_metrics()
+                    .into_iter()
+                    .map(|(k, x)| (k, MetricValue::Number(x)))
+                    .collect();
+                v.extend(spool.custom_metrics().into_iter().map(|(k, x)| (k, MetricValue::Number(x))));
+                v
+            }
+        }
+    }
+}
+
+/// Runs the agent until `stop` is cancelled.
+pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|source| AgentError::StateDir { path: cfg.state_dir.clone(), source })?;
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    preflight(&cfg)?;
+    info!(
+        thing = %cfg.thing_name,
+        state_dir = %cfg.state_dir.display(),
+        collect_interval = ?cfg.collect.interval,
+        report_interval = ?cfg.report.interval,
+        transport = if cfg.mqtt.is_some() { "mqtt" } else { "outbox" },
+        "Agent starting."
+    );
+
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut sink = match &cfg.mqtt {
+        None => {
+            let outbox = Outbox::open(&cfg.state_dir, cfg.outbox.max_bytes)?;
+            info!(dir = %outbox.dir().display(), "No transport configured; writing reports to the local outbox.");
+            Sink::Outbox { outbox, stdout: cfg.outbox.stdout }
+        }
+        Some(m) => {
+            let spool = SharedSpool::new(Spool::open(&cfg.state_dir.join("spool"), &cfg.spool)?);
+            let stats = Arc::new(TransportStats::default());
+            tasks.spawn(transport::mqtt::run(
+                m.clone(),
+                cfg.thing_name.clone(),
+                cfg.report.format,
+                spool.clone(),
+                stats.clone(),
+                stop.clone(),
+            ));
+            Sink::Spool { spool, stats }
+        }
+    };
+
+    let mut ids = ReportIds::open(&cfg.state_dir)
+        .map_err(|source| AgentError::StateDir { path: cfg.state_dir.clone(), source })?;
+    let logs = cfg.logs.enabled.then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, stop.clone()));
+    let mut engine = if cfg.detect.enabled {
+        let profile = match &cfg.detect.profile {
+            Some(p) => detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?,
+            None => detect::default_profile(),
+        };
+        let state = load_engine_state(&cfg.state_dir);
+        Some(Engine::new(profile, &cfg.detect, &cfg.thing_name, state))
+    } else {
+        None
+    };
+
+    let mut aggregator = Aggregator::new(&cfg.report);
+    let mut collector = Some(Collector::new(&cfg.collect));
+    let mut ticker = tokio::time::interval(cfg.collect.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let started = Instant::now();
+    // The first report waits for the warm-up so that it carries deltas, never cumulative counters.
+    let mut next_report = started + cfg.report.warm_up.max(cfg.collect.interval);
+    let mut next_state_save = started + Duration::from_secs(300);
+
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let Some(c) = collector.take() else { break };
+        let (c, mut snap) = match tokio::task::spawn_blocking(move || {
+            let mut c = c;
+            let s = c.sample();
+            (c, s)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                error!(error = %e, "Collector task failed; restarting the collector.");
+                collector = Some(Collector::new(&cfg.collect));
+                continue;
+            }
+        };
+        collector = Some(c);
+        let mut log_alerts = Vec::new();
+        if let Some(l) = &logs {
+            let tick = l.drain();
+            for (name, value) in tick.custom_metrics() {
+                snap.custom.insert(name.to_owned(), value);
+            }
+            log_alerts = tick.alerts;
+        }
+        if let Some(engine) = engine.as_mut() {
+            let mut events = engine.evaluate(&snap);
+            events.extend(log_alerts.iter().map(|a| engine.log_alert_event(a)));
+            for v in &events {
+                warn!(behavior = %v.behavior_name(), score = v.score, explanation = %v.explanation, "Violation.");
+                if let Err(e) = sink.violation(&cfg, v) {
+                    error!(error = %e, "Cannot store a violation; it is lost.");
+                }
+            }
+        }
+        aggregator.add(&snap);
+
+        let now = Instant::now();
+        if now >= next_report {
+            next_report = now + cfg.report.interval;
+            emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut());
+        }
+        if now >= next_state_save {
+            next_state_save = now + Duration::from_secs(300);
+            if let Some(e) = &engine {
+                save_engine_state(&cfg.state_dir, &e.state());
+            }
+        }
+    }
+
+    // Drain: write what we hold, then let the transport publish within its deadline.
+    if !aggregator.is_empty() {
+        emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut());
+    }
+    if let Some(e) = &engine {
+        save_engine_state(&cfg.state_dir, &e.state());
+    }
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(4), tasks.wait()).await.is_err() {
+        warn!("Transport did not drain in time; unacknowledged records stay in the spool.");
+    }
+    info!("Agent stopped.");
+    Ok(())
+}
+
+fn emit_report(
+    cfg: &Config,
+    sink: &mut Sink,
+    aggregator: &mut Aggregator,
+    ids: &mut ReportIds,
+    engine: Option<&mut Engine>,
+) {
+    if let Some(e) = engine {
+        for (name, value) in e.summary_metrics() {
+            aggregator.add_custom(name, value);
+        }
+    }
+    for (name, value) in sink.custom_metrics() {
+        aggregator.add_custom(name, value);
+    }
+    let id = match ids.next(now_ms()) {
+        Ok(id) => id,
+        Err(e) => {
+            error!(error = %e, "Cannot persist the report id; report not sent this period.");
+            return;
+        }
+    };
+    let rep = aggregator.take(id);
+    match sink.report(cfg, &rep) {
+        Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
+        Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
+    }
+}
+
+fn load_engine_state(dir: &Path) -> Option<EngineState> {
+    let path = dir.join(DETECT_STATE_FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "Learned detector state unreadable; learning again.");
+            None
+        }
+    }
+}
+
+fn save_engine_state(dir: &Path, state: &EngineState) {
+    let path = dir.join(DETECT_STATE_FILE);
+    let tmp = dir.join(format!("{DETECT_STATE_FILE}.tmp"));
+    let res = serde_json::to_vec(state)
+        .map_err(std::io::Error::other)
+        .and_then(|b| {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        warn!(file = %path.display(), error = %e, "Cannot save the learned detector state.");
+    }
+}
+
+/// One report of this machine: two samples `warm_up`-apart (at least 1 s) so that the report
+/// carries deltas.
+pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow::Result<Vec<u8>> {
+    let mut c = Collector::new(&cfg.collect);
+    let mut agg = Aggregator::new(&cfg.report);
+    let first: Snapshot = c.sample();
+    agg.add(&first);
+    std::thread::sleep(cfg.report.warm_up.clamp(Duration::from_secs(1), Duration::from_secs(2)));
+    agg.add(&c.sample());
+    let id = ReportIds::open(&cfg.state_dir)
+        .and_then(|mut ids| ids.next(now_ms()))
+        .unwrap_or_else(|_| now_ms());
+    let rep = agg.take(id);
+    let bytes = report::encode(&rep, format);
+    if pretty && format != ReportFormat::Cbor {
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        return Ok(serde_json::to_vec_pretty(&v)?);
+    }
+    Ok(bytes)
+}
+
+/// `edgewarden status`: the persisted detector state and the outbox/spool position.
+pub fn status_text(cfg: &Config) -> anyhow::Result<String> {
+    let mut s = format!("thing: {}\nstate_dir: {}\n", cfg.thing_name, cfg.state_dir.display());
+    match load_engine_state(&cfg.state_dir) {
+        None => s.push_str("detector: no learned state yet (the agent has not run, or detection is off)\n"),
+        Some(state) => {
+            let profile = match &cfg.detect.profile {
+                Some(p) => detect::load_profile(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => detect::default_profile(),
+            };
+            let engine = Engine::new(profile, &cfg.detect, &cfg.thing_name, Some(state));
+            s.push_str(&engine.status().to_string());
+        }
+    }
+    Ok(s)
+}
+
+/// `edgewarden logs scan`.
+pub fn logs_scan(cfg: &Config, args: &LogsScanArgs) -> anyhow::Result<ExitCode> {
+    let opts = crate::logs::ScanOptions::new(&cfg.logs, args.json, args.lines);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    crate::logs::scan_files(&args.files, &opts, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
