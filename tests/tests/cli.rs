@@ -1,0 +1,139 @@
+//! The real `edgewarden` binary: exit codes, stderr wording, and the reports it writes.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::edgewarden_bin;
+
+fn edgewarden(args: &[&str], state: &std::path::Path) -> std::process::Output {
+    Command::new(edgewarden_bin())
+        .args(args)
+        .env("EDGEWARDEN_THING_NAME", "cli-test")
+        .env("HOME", state)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("EDGEWARDEN_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn validate_accepts_the_packaged_example_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/edgewarden.toml");
+    let out = edgewarden(&["validate", "--config", example], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration is valid"));
+}
+
+#[test]
+fn validate_lists_every_problem_with_key_and_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "thing_name = \"gw\"\n[collect]\ninterval = \"fast\"\ncolour = \"red\"\n[report]\nformat = \"xml\"\n",
+    )
+    .unwrap();
+    let out = edgewarden(&["validate", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 configuration problems"), "{err}");
+    assert!(err.contains("line 3: collect.interval"), "{err}");
+    assert!(err.contains("line 4: collect.colour: unknown key"), "{err}");
+    assert!(err.contains("line 6: report.format"), "{err}");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[spool]\nmax_bytes = \"huge\"\n").unwrap();
+    let out = edgewarden(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: spool.max_bytes"));
+}
+
+#[test]
+fn print_config_shows_defaults_that_validate_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgewarden(&["print-config"], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("interval = \"10s\""), "{text}");
+    assert!(text.contains("thing_name = \"cli-test\""), "{text}");
+    let cfg = dir.path().join("effective.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = edgewarden(&["validate", "--config", cfg.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn collect_once_prints_a_valid_report_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    for fmt in ["json", "json-short", "cbor"] {
+        let out = edgewarden(&["collect", "--once", "--format", fmt], dir.path());
+        assert!(out.status.success(), "{fmt}: {}", String::from_utf8_lossy(&out.stderr));
+        let report = integration_tests::validator::decode(&out.stdout, fmt == "cbor")
+            .unwrap_or_else(|e| panic!("{fmt}: undecodable report: {e}"));
+        let verdict = integration_tests::validator::validate_strict(&report);
+        assert!(verdict.is_ok(), "{fmt}: {verdict:?}");
+    }
+}
+
+#[test]
+fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fast.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[collect]\ninterval = \"200ms\"\n[report]\ninterval = \"1s\"\nwarm_up = \"500ms\"\n[logs]\nenabled = false\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(edgewarden_bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("EDGEWARDEN_THING_NAME", "cli-test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let outbox = dir.path().join("state/outbox/reports.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let n = std::fs::read_to_string(&outbox)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_at = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "agent did not stop within 5 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let text = std::fs::read_to_string(&outbox).unwrap();
+    let mut last_id = 0;
+    for line in text.lines() {
+        let report = integration_tests::validator::decode(line.as_bytes(), false).unwrap();
+        integration_tests::validator::validate_strict(&report).unwrap();
+        let id = report["header"]["report_id"].as_u64().unwrap();
+        assert!(id > last_id, "report ids must increase: {id} after {last_id}");
+        last_id = id;
+    }
+    assert!(text.lines().count() >= 2, "{text}");
+}
