@@ -1,1 +1,596 @@
-//! (being written)
+//! Collectors: one [`Collector::sample`] per tick turns the kernel's view of the machine into a
+//! [`Snapshot`].
+//!
+//! Every sub-collector is a plain synchronous function over `/proc` (or netlink), cheap, and
+//! independent of the others:
+//!
+//! | field / metric | source | module |
+//! |---|---|---|
+//! | `net` | `/proc/net/dev` | [`network`] |
+//! | `tcp_listen`, `udp_listen`, `established` | netlink sock_diag, else `/proc/net/{tcp,udp}{,6}` | [`sockets`], [`netlink`], [`procnet`] |
+//! | interface of an address | netlink `RTM_GETADDR`, `/proc/net/if_inet6`, else `/proc/net/fib_trie` + `route` | [`interfaces`] |
+//! | `tcp_*`, `udp_*` | `/proc/net/snmp`, `/proc/net/snmp6` | [`snmp`] |
+//! | `process_count`, `new_process_names`, `top_*_processes`, `listening_process_names` | `/proc/<pid>/stat`, `/proc/<pid>/fd` | [`process`] |
+//! | `cpu_usage`, `memory_used_pct`, `load_avg_1m`, `uptime_s` | `/proc/{stat,meminfo,loadavg,uptime}` | [`system`] |
+//!
+//! A sub-collector that fails (unreadable or missing file, netlink error, malformed content)
+//! is logged at WARN the first time and at DEBUG afterwards, counted in [`Collector::errors`],
+//! and only its own field is `None` (or its metric absent) for that tick. Malformed lines inside
+//! an otherwise good file are skipped, each one counted as an error. Nothing here panics.
+//!
+//! The first sample is the warm-up: `interval_ms = 0`, all deltas zero, and interval-based
+//! gauges (`cpu_usage`, `top_cpu_processes`) absent.
+
+pub mod interfaces;
+pub mod netlink;
+pub mod network;
+pub mod process;
+pub mod procnet;
+pub mod snmp;
+pub mod sockets;
+pub mod system;
+mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use crate::config::CollectConfig;
+use crate::metrics;
+use crate::snapshot::{MetricValue, Snapshot};
+
+use interfaces::{AddrReader, AddrTable};
+use netlink::Proto;
+use network::{IfFilter, NetState};
+use process::ProcessTable;
+use snmp::SnmpState;
+use sockets::{RawSocket, SocketReader};
+use system::CpuTimes;
+
+pub use sockets::RawSocket as Socket;
+
+/// The real procfs mount.
+pub const PROC_ROOT: &str = "/proc";
+/// The address table is re-read at least this often even when every address resolves.
+const ADDR_TABLE_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Parser of a one-number system file.
+type GaugeParser = fn(&[u8]) -> Result<f64, system::SystemFormatError>;
+
+/// The sub-collectors, for logging and once-only warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Source {
+    NetDev,
+    TcpSockets,
+    UdpSockets,
+    SockDiag,
+    Addresses,
+    Snmp,
+    Snmp6,
+    Processes,
+    SocketOwners,
+    Cpu,
+    Memory,
+    Load,
+    Uptime,
+}
+
+impl Source {
+    const fn name(self) -> &'static str {
+        match self {
+            Source::NetDev => "net_dev",
+            Source::TcpSockets => "tcp_sockets",
+            Source::UdpSockets => "udp_sockets",
+            Source::SockDiag => "sock_diag",
+            Source::Addresses => "interface_addresses",
+            Source::Snmp => "snmp",
+            Source::Snmp6 => "snmp6",
+            Source::Processes => "processes",
+            Source::SocketOwners => "socket_owners",
+            Source::Cpu => "cpu",
+            Source::Memory => "memory",
+            Source::Load => "load",
+            Source::Uptime => "uptime",
+        }
+    }
+}
+
+/// Failure counting with one WARN per sub-collector, DEBUG for repeats.
+#[derive(Debug, Default)]
+struct Faults {
+    errors: u64,
+    warned: u32,
+}
+
+impl Faults {
+    fn fail(&mut self, src: Source, count: u64, err: &dyn fmt::Display) {
+        self.errors = self.errors.saturating_add(count);
+        let bit = 1u32 << (src as u8);
+        if self.warned & bit == 0 {
+            self.warned |= bit;
+            warn!(collector = src.name(), error = %err, "Collector failed; skipping it this tick (further failures are logged at debug level).");
+        } else {
+            debug!(collector = src.name(), error = %err, "Collector failed again; skipping it this tick.");
+        }
+    }
+
+    fn read(&mut self, src: Source, path: &Path, err: &std::io::Error) {
+        self.fail(
+            src,
+            1,
+            &format_args!("cannot read {}: {err}", path.display()),
+        );
+    }
+}
+
+/// Fixed paths under the proc root, built once.
+#[derive(Debug)]
+struct Paths {
+    root: PathBuf,
+    net_dev: PathBuf,
+    snmp: PathBuf,
+    snmp6: PathBuf,
+    stat: PathBuf,
+    meminfo: PathBuf,
+    loadavg: PathBuf,
+    uptime: PathBuf,
+}
+
+impl Paths {
+    fn new(root: PathBuf) -> Paths {
+        Paths {
+            net_dev: root.join("net/dev"),
+            snmp: root.join("net/snmp"),
+            snmp6: root.join("net/snmp6"),
+            stat: root.join("stat"),
+            meminfo: root.join("meminfo"),
+            loadavg: root.join("loadavg"),
+            uptime: root.join("uptime"),
+            root,
+        }
+    }
+}
+
+/// Samples the machine once per tick, keeping what deltas and caches need between ticks.
+#[derive(Debug)]
+pub struct Collector {
+    paths: Paths,
+    filter: IfFilter,
+    top_processes: usize,
+    seq: u64,
+    last: Option<Instant>,
+    faults: Faults,
+    vanished: u64,
+    buf: Vec<u8>,
+    net: NetState,
+    snmp: SnmpState,
+    cpu: Option<CpuTimes>,
+    procs: ProcessTable,
+    sockets: SocketReader,
+    tcp: Vec<RawSocket>,
+    udp: Vec<RawSocket>,
+    addr_reader: AddrReader,
+    addrs: AddrTable,
+    addrs_read_at: Option<Instant>,
+    listen_inodes: Vec<u64>,
+    scratch_inodes: Vec<u64>,
+    owners: HashMap<u64, String>,
+}
+
+impl Collector {
+    /// A collector over the live `/proc` (and netlink when `cfg.netlink`).
+    pub fn new(cfg: &CollectConfig) -> Collector {
+        Collector::with_root(cfg, PathBuf::from(PROC_ROOT))
+    }
+
+    /// A collector over another proc tree, e.g. a fixture directory. Netlink describes the live
+    /// kernel, so it is used only when `proc_root` is `/proc`.
+    pub fn with_root(cfg: &CollectConfig, proc_root: PathBuf) -> Collector {
+        let netlink = cfg.netlink && proc_root == Path::new(PROC_ROOT);
+        Collector {
+            filter: IfFilter::new(
+                &cfg.include_interfaces,
+                &cfg.exclude_interfaces,
+                cfg.include_loopback,
+            ),
+            top_processes: cfg.top_processes,
+            seq: 0,
+            last: None,
+            faults: Faults::default(),
+            vanished: 0,
+            buf: Vec::with_capacity(16 * 1024),
+            net: NetState::default(),
+            snmp: SnmpState::default(),
+            cpu: None,
+            procs: ProcessTable::default(),
+            sockets: SocketReader::new(&proc_root, netlink),
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            addr_reader: AddrReader::new(netlink),
+            addrs: AddrTable::default(),
+            addrs_read_at: None,
+            listen_inodes: Vec::new(),
+            scratch_inodes: Vec::new(),
+            owners: HashMap::new(),
+            paths: Paths::new(proc_root),
+        }
+    }
+
+    /// Failures counted so far (each skipped malformed line counts as one).
+    pub fn errors(&self) -> u64 {
+        self.faults.errors
+    }
+
+    /// Processes that exited while being read, so far. Routine, hence not an error.
+    pub fn vanished(&self) -> u64 {
+        self.vanished
+    }
+
+    /// Interface counter resets seen so far.
+    pub fn counter_resets(&self) -> u64 {
+        self.net.resets()
+    }
+
+    /// True while netlink sock_diag is the socket source.
+    pub fn uses_netlink(&self) -> bool {
+        self.sockets.uses_netlink()
+    }
+
+    /// One tick: samples every sub-collector. Synchronous; meant for `spawn_blocking`.
+    pub fn sample(&mut self) -> Snapshot {
+        let now = Instant::now();
+        let warm_up = self.last.is_none();
+        let interval_ms = self
+            .last
+            .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last = Some(now);
+        self.seq += 1;
+        let errors_before = self.faults.errors;
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let mut snap = Snapshot {
+            seq: self.seq,
+            at_ms,
+            interval_ms,
+            ..Snapshot::default()
+        };
+        snap.net = self.sample_net();
+        self.sample_snmp(&mut snap.custom);
+        // Processes before sockets: the owner lookup reuses the names just read.
+        self.sample_processes(&mut snap.custom);
+        self.sample_sockets(&mut snap);
+        self.sample_system(&mut snap.custom, warm_up);
+        let errors = self.faults.errors.saturating_sub(errors_before);
+        snap.custom.insert(
+            metrics::COLLECTOR_ERRORS.to_owned(),
+            MetricValue::Number(errors as f64),
+        );
+        snap
+    }
+
+    fn sample_net(&mut self) -> Option<crate::snapshot::NetDelta> {
+        match text::read_into(&self.paths.net_dev, &mut self.buf) {
+            Ok(data) => {
+                let (delta, skipped) = self.net.update(data, &self.filter);
+                if skipped > 0 {
+                    self.faults.fail(
+                        Source::NetDev,
+                        skipped,
+                        &format_args!(
+                            "{}: skipped {skipped} malformed line(s)",
+                            self.paths.net_dev.display()
+                        ),
+                    );
+                }
+                Some(delta)
+            }
+            Err(e) => {
+                self.faults.read(Source::NetDev, &self.paths.net_dev, &e);
+                None
+            }
+        }
+    }
+
+    fn sample_snmp(&mut self, custom: &mut BTreeMap<String, MetricValue>) {
+        let mut counters = match text::read_into(&self.paths.snmp, &mut self.buf) {
+            Ok(data) => match snmp::parse_snmp(data) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.faults.fail(
+                        Source::Snmp,
+                        1,
+                        &format_args!("{}: {e}", self.paths.snmp.display()),
+                    );
+                    self.snmp.reset();
+                    return;
+                }
+            },
+            Err(e) => {
+                self.faults.read(Source::Snmp, &self.paths.snmp, &e);
+                self.snmp.reset();
+                return;
+            }
+        };
+        match text::read_into(&self.paths.snmp6, &mut self.buf) {
+            Ok(data) => {
+                let skipped = snmp::add_snmp6(data, &mut counters);
+                if skipped > 0 {
+                    self.faults.fail(
+                        Source::Snmp6,
+                        skipped,
+                        &format_args!(
+                            "{}: skipped {skipped} malformed line(s)",
+                            self.paths.snmp6.display()
+                        ),
+                    );
+                }
+            }
+            // A kernel without IPv6 has no snmp6: its UDP counters are then IPv4 only.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Without the IPv6 part the sums would drop, then jump: start over.
+                self.faults.read(Source::Snmp6, &self.paths.snmp6, &e);
+                self.snmp.reset();
+                return;
+            }
+        }
+        let deltas = self.snmp.update(counters);
+        for (name, d) in snmp::COUNTER_METRICS.iter().zip(deltas) {
+            if let Some(d) = d {
+                custom.insert((*name).to_owned(), MetricValue::Number(d as f64));
+            }
+        }
+    }
+
+    fn sample_processes(&mut self, custom: &mut BTreeMap<String, MetricValue>) {
+        let sample = match self.procs.walk(&self.paths.root, self.top_processes) {
+            Ok(s) => s,
+            Err(e) => {
+                self.faults.read(Source::Processes, &self.paths.root, &e);
+                return;
+            }
+        };
+        self.vanished = self.vanished.saturating_add(sample.vanished);
+        if sample.malformed > 0 {
+            self.faults.fail(
+                Source::Processes,
+                sample.malformed,
+                &format_args!(
+                    "skipped {} malformed /proc/<pid>/stat file(s)",
+                    sample.malformed
+                ),
+            );
+        }
+        if let Some((n, path, e)) = &sample.unreadable {
+            self.faults.fail(
+                Source::Processes,
+                *n,
+                &format_args!("cannot read {} (and {} more): {e}", path.display(), n - 1),
+            );
+        }
+        custom.insert(
+            metrics::PROCESS_COUNT.to_owned(),
+            MetricValue::Number(sample.count as f64),
+        );
+        custom.insert(
+            metrics::NEW_PROCESS_NAMES.to_owned(),
+            MetricValue::StringList(sample.new_names),
+        );
+        if let Some(top) = sample.top_cpu {
+            custom.insert(
+                metrics::TOP_CPU_PROCESSES.to_owned(),
+                MetricValue::StringList(top),
+            );
+        }
+        custom.insert(
+            metrics::TOP_MEMORY_PROCESSES.to_owned(),
+            MetricValue::StringList(sample.top_memory),
+        );
+    }
+
+    fn sample_sockets(&mut self, snap: &mut Snapshot) {
+        let tcp_ok = self.read_sockets(Proto::Tcp);
+        let udp_ok = self.read_sockets(Proto::Udp);
+        if !tcp_ok && !udp_ok {
+            return;
+        }
+        self.refresh_addresses();
+        self.refresh_owners(tcp_ok, udp_ok);
+        if tcp_ok {
+            snap.tcp_listen = Some(sockets::listen_ports(
+                &self.tcp,
+                false,
+                &self.addrs,
+                &self.owners,
+            ));
+            snap.established = Some(sockets::established(&self.tcp, &self.addrs));
+        }
+        if udp_ok {
+            snap.udp_listen = Some(sockets::listen_ports(
+                &self.udp,
+                true,
+                &self.addrs,
+                &self.owners,
+            ));
+        }
+        if tcp_ok && udp_ok {
+            let mut names: Vec<String> = self.owners.values().cloned().collect();
+            names.sort_unstable();
+            names.dedup();
+            snap.custom.insert(
+                metrics::LISTENING_PROCESS_NAMES.to_owned(),
+                MetricValue::StringList(names),
+            );
+        }
+    }
+
+    /// Reads one protocol's table into `self.tcp` / `self.udp`; false when it failed.
+    fn read_sockets(&mut self, proto: Proto) -> bool {
+        let (out, src) = match proto {
+            Proto::Tcp => (&mut self.tcp, Source::TcpSockets),
+            Proto::Udp => (&mut self.udp, Source::UdpSockets),
+        };
+        let (report, failed) = match self.sockets.read(proto, out) {
+            Ok(r) => (r, None),
+            Err((r, e)) => (r, Some(e)),
+        };
+        if let Some(e) = &report.netlink_failed {
+            if report.netlink_disabled {
+                info!(error = %e, "Netlink sock_diag unavailable; reading sockets from /proc/net from now on.");
+            }
+            self.faults.fail(Source::SockDiag, 1, e);
+        }
+        for s in &report.skipped {
+            self.faults.fail(
+                src,
+                s.lines,
+                &format_args!(
+                    "{}: skipped {} malformed line(s), first at line {}",
+                    s.path.display(),
+                    s.lines,
+                    s.first_line
+                ),
+            );
+        }
+        match failed {
+            Some(e) => {
+                self.faults.fail(src, 1, &e);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn refresh_addresses(&mut self) {
+        let stale = self
+            .addrs_read_at
+            .is_none_or(|t| t.elapsed() >= ADDR_TABLE_MAX_AGE)
+            || sockets::has_unknown_address(&self.tcp, &self.addrs)
+            || sockets::has_unknown_address(&self.udp, &self.addrs);
+        if !stale {
+            return;
+        }
+        let (table, problems) = self.addr_reader.read(&self.paths.root, &mut self.buf);
+        if let Some(e) = &problems.netlink {
+            self.faults.fail(Source::Addresses, 1, e);
+        }
+        for (path, e) in &problems.unreadable {
+            self.faults.read(Source::Addresses, path, e);
+        }
+        if problems.skipped > 0 {
+            self.faults.fail(
+                Source::Addresses,
+                problems.skipped,
+                &format_args!(
+                    "skipped {} malformed interface address line(s)",
+                    problems.skipped
+                ),
+            );
+        }
+        self.addrs = table;
+        self.addrs_read_at = Some(Instant::now());
+    }
+
+    /// Recomputes socket owners when the set of listening sockets changed.
+    fn refresh_owners(&mut self, tcp_ok: bool, udp_ok: bool) {
+        if !(tcp_ok && udp_ok) {
+            // A partial view would look like a change; keep the cache until both read again.
+            return;
+        }
+        sockets::listening_inodes(&self.tcp, &self.udp, &mut self.scratch_inodes);
+        if self.scratch_inodes == self.listen_inodes {
+            return;
+        }
+        std::mem::swap(&mut self.scratch_inodes, &mut self.listen_inodes);
+        let procs = &self.procs;
+        match process::socket_owners(&self.paths.root, &self.listen_inodes, |pid| {
+            procs.name_of(pid).map(str::to_owned)
+        }) {
+            Ok(o) => {
+                if o.denied > 0 {
+                    debug!(
+                        processes = o.denied,
+                        "Socket owners of other users' processes are not visible without privileges."
+                    );
+                }
+                self.owners = o.names;
+            }
+            Err(e) => {
+                self.faults.read(Source::SocketOwners, &self.paths.root, &e);
+                self.owners.clear();
+                // Try again next tick.
+                self.listen_inodes.clear();
+            }
+        }
+    }
+
+    fn sample_system(&mut self, custom: &mut BTreeMap<String, MetricValue>, warm_up: bool) {
+        match text::read_into(&self.paths.stat, &mut self.buf) {
+            Ok(data) => match system::parse_stat_cpu(data) {
+                Ok(cur) => {
+                    if let Some(pct) = self.cpu.and_then(|prev| system::cpu_percent(prev, cur)) {
+                        if !warm_up {
+                            custom.insert(metrics::CPU_USAGE.to_owned(), MetricValue::Number(pct));
+                        }
+                    }
+                    self.cpu = Some(cur);
+                }
+                Err(e) => {
+                    self.cpu = None;
+                    self.faults.fail(
+                        Source::Cpu,
+                        1,
+                        &format_args!("{}: {e}", self.paths.stat.display()),
+                    );
+                }
+            },
+            Err(e) => {
+                self.cpu = None;
+                self.faults.read(Source::Cpu, &self.paths.stat, &e);
+            }
+        }
+        let gauges: [(Source, &Path, &str, GaugeParser); 3] = [
+            (
+                Source::Memory,
+                &self.paths.meminfo,
+                metrics::MEMORY_USED_PCT,
+                system::parse_meminfo_used_pct,
+            ),
+            (
+                Source::Load,
+                &self.paths.loadavg,
+                metrics::LOAD_AVG_1M,
+                system::parse_loadavg_1m,
+            ),
+            (
+                Source::Uptime,
+                &self.paths.uptime,
+                metrics::UPTIME_S,
+                system::parse_uptime_s,
+            ),
+        ];
+        for (src, path, name, parse) in gauges {
+            match text::read_into(path, &mut self.buf) {
+                Ok(data) => match parse(data) {
+                    Ok(v) => {
+                        custom.insert(name.to_owned(), MetricValue::Number(v));
+                    }
+                    Err(e) => self
+                        .faults
+                        .fail(src, 1, &format_args!("{}: {e}", path.display())),
+                },
+                Err(e) => self.faults.read(src, path, &e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

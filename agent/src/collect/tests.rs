@@ -1,0 +1,158 @@
+//! Collector tests on the live machine; fixture-driven tests live in the `integration-tests`
+//! crate (`tests/tests/collect.rs`).
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+
+fn cfg(netlink: bool) -> CollectConfig {
+    let mut c = Config::embedded_default().collect;
+    c.netlink = netlink;
+    c
+}
+
+#[test]
+fn live_sample_fills_every_field_and_warm_up_has_zero_deltas() {
+    let _l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for netlink in [true, false] {
+        let mut c = Collector::new(&cfg(netlink));
+        let s = c.sample();
+        assert_eq!(s.seq, 1);
+        assert_eq!(s.interval_ms, 0);
+        assert_eq!(s.net, Some(crate::snapshot::NetDelta::default()));
+        assert!(s.tcp_listen.as_ref().is_some_and(|v| !v.is_empty()));
+        assert!(s.udp_listen.as_ref().is_some_and(|v| !v.is_empty()));
+        assert!(s.established.is_some());
+        assert!(!s.custom.contains_key(metrics::CPU_USAGE));
+        assert_eq!(
+            s.custom.get(metrics::TCP_ACTIVE_OPENS),
+            Some(&MetricValue::Number(0.0))
+        );
+        assert_eq!(
+            s.custom.get(metrics::NEW_PROCESS_NAMES),
+            Some(&MetricValue::StringList(vec![]))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let s2 = c.sample();
+        assert_eq!(s2.seq, 2);
+        assert!(s2.interval_ms >= 20);
+        assert!(s2.custom.contains_key(metrics::CPU_USAGE));
+        for m in [
+            metrics::MEMORY_USED_PCT,
+            metrics::LOAD_AVG_1M,
+            metrics::UPTIME_S,
+            metrics::PROCESS_COUNT,
+            metrics::TOP_MEMORY_PROCESSES,
+            metrics::TOP_CPU_PROCESSES,
+            metrics::LISTENING_PROCESS_NAMES,
+            metrics::UDP_NO_PORTS,
+            metrics::COLLECTOR_ERRORS,
+        ] {
+            assert!(s2.custom.contains_key(m), "{m} missing");
+        }
+        assert_eq!(c.errors(), 0, "netlink={netlink}");
+    }
+}
+
+mod properties {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use proptest::prelude::*;
+
+    use crate::collect::procnet;
+    use crate::collect::sockets::RawSocket;
+    use crate::fuzzing;
+
+    /// Text made of the characters `/proc` files are made of, so parsers get past their first
+    /// checks more often than with uniform bytes.
+    fn proc_like() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                8 => proptest::sample::select(
+                    b"0123456789ABCDEFabcdef:  \t\n()|/-.[]x".to_vec()
+                ),
+                1 => any::<u8>(),
+            ],
+            0..600,
+        )
+    }
+
+    fn every_parser(d: &[u8]) {
+        fuzzing::proc_net(d);
+        fuzzing::net_dev(d);
+        fuzzing::snmp(d);
+        fuzzing::proc_stat(d);
+        fuzzing::system(d);
+        fuzzing::interfaces(d);
+        fuzzing::netlink(d);
+    }
+
+    fn kernel_addr(a: SocketAddr) -> String {
+        let ip = match a.ip() {
+            IpAddr::V4(v) => format!("{:08X}", u32::from_ne_bytes(v.octets())),
+            IpAddr::V6(v) => v
+                .octets()
+                .chunks_exact(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        };
+        format!("{ip}:{:04X}", a.port())
+    }
+
+    fn addr(v6: bool) -> impl Strategy<Value = SocketAddr> {
+        if v6 {
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(o, p)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), p))
+                .boxed()
+        } else {
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(o, p)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), p))
+                .boxed()
+        }
+    }
+
+    fn socket() -> impl Strategy<Value = RawSocket> {
+        any::<bool>().prop_flat_map(|v6| {
+            (addr(v6), addr(v6), 1u8..12, any::<u32>(), any::<u64>()).prop_map(
+                |(local, remote, state, uid, inode)| RawSocket {
+                    local,
+                    remote,
+                    state,
+                    uid,
+                    inode,
+                },
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_input_panics_any_parser(d in proptest::collection::vec(any::<u8>(), 0..400)) {
+            every_parser(&d);
+        }
+
+        #[test]
+        fn no_proc_like_text_panics_any_parser(d in proc_like()) {
+            every_parser(&d);
+        }
+
+        #[test]
+        fn proc_net_lines_round_trip(socks in proptest::collection::vec(socket(), 0..20), pad in 1usize..4) {
+            let sp = " ".repeat(pad);
+            let mut text = String::from("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n");
+            for (i, s) in socks.iter().enumerate() {
+                text += &format!(
+                    "{sp}{i}: {}{sp}{} {:02X} 00000000:00000000 00:00000000 00000000 {sp}{} {sp}0 {} 1 0000000000000000 100 0 0 10 0\n",
+                    kernel_addr(s.local), kernel_addr(s.remote), s.state, s.uid, s.inode
+                );
+            }
+            let mut got = Vec::new();
+            let (skipped, _) = procnet::parse(text.as_bytes(), u32::MAX, |s| got.push(s));
+            prop_assert_eq!(skipped, 0);
+            prop_assert_eq!(got, socks);
+        }
+    }
+}

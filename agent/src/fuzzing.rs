@@ -1,0 +1,61 @@
+//! Entry points for the fuzz targets in `agent/fuzz/` (one function per target). Not part of
+//! the public API; each takes arbitrary bytes and must never panic.
+
+use crate::collect::{interfaces, netlink, network, process, procnet, snmp, system};
+
+/// `/proc/net/{tcp,tcp6,udp,udp6}`.
+pub fn proc_net(data: &[u8]) {
+    let mut n = 0usize;
+    let _ = procnet::parse(data, u32::MAX, |_| n += 1);
+}
+
+/// `/proc/net/dev`, through the delta logic twice (the second pass sees its own baseline).
+pub fn net_dev(data: &[u8]) {
+    let filter = network::IfFilter::new(&[], &[], true);
+    let mut state = network::NetState::default();
+    let _ = state.update(data, &filter);
+    let _ = state.update(data, &filter);
+}
+
+/// `/proc/net/snmp` and `/proc/net/snmp6`.
+pub fn snmp(data: &[u8]) {
+    let mut c = snmp::parse_snmp(data).unwrap_or([None; snmp::COUNTERS]);
+    let _ = snmp::add_snmp6(data, &mut c);
+    let mut s = snmp::SnmpState::default();
+    let _ = s.update(c);
+}
+
+/// `/proc/<pid>/stat`.
+pub fn proc_stat(data: &[u8]) {
+    let _ = process::parse_stat(data);
+    let _ = process::socket_inode(data);
+}
+
+/// `/proc/stat`, `/proc/meminfo`, `/proc/loadavg`, `/proc/uptime`.
+pub fn system(data: &[u8]) {
+    let _ = system::parse_stat_cpu(data);
+    let _ = system::parse_meminfo_used_pct(data);
+    let _ = system::parse_loadavg_1m(data);
+    let _ = system::parse_uptime_s(data);
+}
+
+/// `/proc/net/if_inet6`, `/proc/net/fib_trie`, `/proc/net/route`.
+pub fn interfaces(data: &[u8]) {
+    let _ = interfaces::parse_if_inet6(data, |_, _| {});
+    let (locals, _) = interfaces::parse_fib_trie_local(data);
+    let mut routes = Vec::new();
+    let _ = interfaces::parse_route(data, |r| routes.push(r));
+    let _ = interfaces::attribute_v4(&locals, &routes);
+}
+
+/// One netlink datagram: message framing, `inet_diag_msg` and `RTM_NEWADDR` payloads.
+pub fn netlink(data: &[u8]) {
+    let seq = data
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_ne_bytes);
+    let _ = netlink::parse_batch(data, seq, |_, payload| {
+        let _ = netlink::decode_inet(payload);
+        let _ = interfaces::decode_newaddr_v4(payload);
+    });
+}
