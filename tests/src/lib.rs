@@ -1,6 +1,10 @@
 //! Shared helpers of the integration tests: the agent binary, and (in submodules) the Device
 //! Defender report validator, the Device Defender emulator and the mosquitto harness.
 
+pub mod emulator;
+pub mod plain_broker;
+pub mod validator;
+
 use std::path::PathBuf;
 
 /// Path of the `edgewarden` binary built in this target directory.

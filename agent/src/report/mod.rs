@@ -1,1 +1,28 @@
-//! (being written)
+//! The Device Defender metrics report: folding snapshots, encoding, ids and responses.
+//!
+//! - [`aggregate`]: [`Aggregator`] folds one report interval of snapshots into a [`MetricsReport`].
+//! - [`defender`]: the wire schema (the only place that knows Device Defender field names).
+//! - [`encode`](mod@encode): long JSON, short JSON and CBOR; [`parse_response`] for the
+//!   accepted/rejected answers.
+//! - [`report_id`]: [`ReportIds`], strictly increasing ids persisted in the state directory.
+
+pub mod aggregate;
+pub mod defender;
+pub mod encode;
+pub mod report_id;
+
+pub use aggregate::{Aggregator, MAX_CUSTOM_LIST_LEN};
+pub use defender::{
+    format_remote_addr, sanitize_string, Capped, Connection, ConnectionList, CustomMetric,
+    CustomValue, DefenderResponse, Header, InterfaceName, KeyStyle, MetricName, Metrics,
+    MetricsReport, NetworkStats, Number, Port, PortList, ResponseStatus, Topics, MAX_REPORT_ID,
+    VERSION,
+};
+pub use encode::{
+    encode, encode_pretty, key_style, parse_response, ResponseError, MAX_PAYLOAD_BYTES,
+    MAX_RESPONSE_BYTES,
+};
+pub use report_id::{ReportIds, REPORT_ID_FILE};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! The Device Defender emulator through a real mosquitto (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use edgewarden::config::{ReportConfig, ReportFormat};
+use edgewarden::report::{encode, parse_response, Aggregator, ResponseStatus, Topics};
+use edgewarden::snapshot::{ListenPort, MetricValue, Snapshot};
+use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome};
+use integration_tests::plain_broker::PlainBroker;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+const THING: &str = "gw-test";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn report(id: u64, format: ReportFormat) -> Vec<u8> {
+    let cfg = ReportConfig {
+        interval: Duration::from_secs(300),
+        format,
+        max_ports: 50,
+        max_connections: 50,
+        warm_up: Duration::from_secs(10),
+    };
+    let mut a = Aggregator::new(&cfg);
+    let mut s = Snapshot {
+        seq: 2,
+        at_ms: 1,
+        interval_ms: 10_000,
+        tcp_listen: Some(vec![ListenPort {
+            port: 22,
+            addr: "0.0.0.0".parse().unwrap(),
+            interface: None,
+            process: None,
+        }]),
+        ..Snapshot::default()
+    };
+    s.custom
+        .insert("cpu_usage".into(), MetricValue::Number(12.5));
+    a.add(&s);
+    encode(&a.take(id), format)
+}
+
+/// A device-side client subscribed to its thing's accepted/rejected topics.
+struct Device {
+    client: AsyncClient,
+    responses: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Device {
+    async fn connect(broker: &PlainBroker) -> Device {
+        let mut o = MqttOptions::new(THING, broker.host.clone(), broker.port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(o, 64);
+        for fmt in ["json", "cbor"] {
+            for what in ["accepted", "rejected"] {
+                client
+                    .subscribe(
+                        format!("$aws/things/{THING}/defender/metrics/{fmt}/{what}"),
+                        QoS::AtLeastOnce,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let (tx, responses) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut subacks = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        subacks += 1;
+                        if subacks == 4 {
+                            let _ = ready_tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready_rx.recv())
+            .await
+            .expect("device subscriptions acknowledged");
+        Device {
+            client,
+            responses,
+            task,
+        }
+    }
+
+    async fn publish(&self, format: ReportFormat, payload: Vec<u8>) {
+        let topic = Topics::new(THING, format).report;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    async fn response(&mut self) -> (String, Vec<u8>) {
+        tokio::time::timeout(WAIT, self.responses.recv())
+            .await
+            .expect("a response within the timeout")
+            .expect("device task alive")
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_answers_reports_in_every_encoding_through_mosquitto() {
+    let Some(broker) = PlainBroker::start() else {
+        return;
+    };
+    let emulator = Emulator::spawn(EmulatorOptions::new(broker.host.clone(), broker.port))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nbroker log:\n{}", broker.log()));
+    let mut device = Device::connect(&broker).await;
+
+    let formats = [
+        ReportFormat::Json,
+        ReportFormat::JsonShort,
+        ReportFormat::Cbor,
+    ];
+    for (i, format) in formats.into_iter().enumerate() {
+        let id = 1_767_225_600_000 + i as u64;
+        device.publish(format, report(id, format)).await;
+        let (topic, payload) = device.response().await;
+        let topics = Topics::new(THING, format);
+        assert_eq!(topic, topics.accepted, "{format:?}");
+        let r = parse_response(&payload, format).unwrap();
+        assert_eq!(r.status, ResponseStatus::Accepted);
+        assert_eq!(r.report_id, Some(id));
+        assert_eq!(r.thing_name.as_deref(), Some(THING));
+    }
+
+    // A bare-object custom metric is rejected, with its report id.
+    let bad = br#"{"header":{"report_id":1767225700000,"version":"1.0"},"custom_metrics":{"cpu_usage":{"number":1}}}"#;
+    device.publish(ReportFormat::Json, bad.to_vec()).await;
+    let (topic, payload) = device.response().await;
+    assert_eq!(topic, Topics::new(THING, ReportFormat::Json).rejected);
+    let r = parse_response(&payload, ReportFormat::Json).unwrap();
+    assert_eq!(r.report_id, Some(1_767_225_700_000));
+    assert_eq!(
+        r.status,
+        ResponseStatus::Rejected {
+            error_code: Some("InvalidPayload".into()),
+            error_message: Some("Malformed metrics report".into()),
+        }
+    );
+
+    // A CBOR document that cannot be decoded is rejected without a report id, in CBOR.
+    device.publish(ReportFormat::Cbor, vec![0xff, 0x00]).await;
+    let (topic, payload) = device.response().await;
+    assert_eq!(topic, Topics::new(THING, ReportFormat::Cbor).rejected);
+    let r = parse_response(&payload, ReportFormat::Cbor).unwrap();
+    assert_eq!(r.report_id, None);
+
+    // A duplicate id is not answered (strict) but recorded and counted.
+    device
+        .publish(
+            ReportFormat::Json,
+            report(1_767_225_600_001, ReportFormat::Json),
+        )
+        .await;
+    let all = emulator.wait_for(6, WAIT).await.unwrap();
+    assert_eq!(
+        all[5].outcome,
+        Outcome::Duplicate {
+            last: 1_767_225_600_002
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), device.responses.recv())
+            .await
+            .is_err(),
+        "a duplicate must not be answered"
+    );
+
+    let stats = emulator.stats();
+    assert_eq!(
+        (
+            stats.received,
+            stats.accepted,
+            stats.rejected,
+            stats.duplicates
+        ),
+        (6, 3, 2, 1)
+    );
+    let series = emulator.series(THING);
+    assert_eq!(series.len(), 3);
+    assert!(series.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(
+        series[2].1["custom_metrics"]["cpu_usage"],
+        serde_json::json!([{"number": 12.5}])
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_binary_prints_each_exchange() {
+    let Some(broker) = PlainBroker::start() else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
+        .args([
+            "--broker",
+            &broker.addr(),
+            "--throttle",
+            "reject",
+            "--min-interval",
+            "300s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The binary announces itself on stderr once subscribed.
+    let stderr = child.stderr.take().unwrap();
+    let mut err_lines = BufReader::new(stderr).lines();
+    let first = err_lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on"), "{first}");
+
+    let mut device = Device::connect(&broker).await;
+    device
+        .publish(ReportFormat::Json, report(10, ReportFormat::Json))
+        .await;
+    assert!(device.response().await.0.ends_with("/accepted"));
+    device
+        .publish(ReportFormat::Json, report(11, ReportFormat::Json))
+        .await;
+    let (topic, payload) = device.response().await;
+    assert!(topic.ends_with("/rejected"));
+    match parse_response(&payload, ReportFormat::Json).unwrap().status {
+        ResponseStatus::Rejected { error_code, .. } => {
+            assert_eq!(error_code.as_deref(), Some("EmulatorThrottled"))
+        }
+        other => panic!("expected a throttling rejection, got {other:?}"),
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let l1 = lines.next().unwrap().unwrap();
+    assert!(l1.contains("gw-test json report_id=10 ACCEPTED"), "{l1}");
+    let l2 = lines.next().unwrap().unwrap();
+    assert!(
+        l2.contains("report_id=11 REJECTED EmulatorThrottled"),
+        "{l2}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
