@@ -87,6 +87,20 @@ metric_names! {
     UDP_NO_PORTS = "udp_no_ports", Number, Sum, "UDP datagrams to closed ports, typical of a UDP scan (kernel NoPorts delta).";
     UDP_IN_ERRORS = "udp_in_errors", Number, Sum, "UDP datagrams received in error (kernel InErrors delta).";
     COLLECTOR_ERRORS = "collector_errors", Number, Sum, "Collector failures (unreadable or vanished /proc entries, netlink errors) in the interval.";
+    MQTT_CONNECTS = "mqtt_connects", Number, Last, "MQTT sessions established since the agent started.";
+    MQTT_CONNECT_FAILURES = "mqtt_connect_failures", Number, Last, "MQTT connection attempts that failed for network reasons since start.";
+    MQTT_CONNECT_AUTH_ERRORS = "mqtt_connect_auth_errors", Number, Last, "CONNACK refusals (not authorized, bad credentials) and connections closed before CONNACK since start.";
+    MQTT_SUBSCRIBE_AUTH_ERRORS = "mqtt_subscribe_auth_errors", Number, Last, "SUBACK failures (not authorized or throttled) since start.";
+    MQTT_PUBLISH_AUTH_ERRORS = "mqtt_publish_auth_errors", Number, Last, "Connections closed by the broker right after an unacknowledged publish (unauthorized publish) since start.";
+    MQTT_TLS_FAILURES = "mqtt_tls_failures", Number, Last, "TLS handshake failures (unknown CA, expired or revoked certificate) since start.";
+    MQTT_DISCONNECTS = "mqtt_disconnects", Number, Last, "Established MQTT sessions lost since start.";
+    MQTT_PUBLISHED = "mqtt_published", Number, Last, "Records acknowledged by the broker (PUBACK) since start.";
+    DEFENDER_REPORTS_ACCEPTED = "defender_reports_accepted", Number, Last, "Reports Device Defender accepted since start.";
+    DEFENDER_REPORTS_REJECTED = "defender_reports_rejected", Number, Last, "Reports Device Defender rejected (any ErrorCode) since start.";
+    DEFENDER_NO_RESPONSE = "defender_no_response", Number, Last, "Reports Device Defender did not answer within [mqtt] response_timeout since start.";
+    SPOOL_DEPTH = "spool_depth", Number, Last, "Reports waiting in the spool for a PUBACK.";
+    SPOOL_DROPPED = "spool_dropped", Number, Last, "Reports dropped unpublished from the full spool since start.";
+    SPOOL_CORRUPT_SKIPPED = "spool_corrupt_skipped", Number, Last, "Corrupt spool records or regions skipped since start.";
 }
 
 /// True when `name` is a valid custom metric name.
