@@ -1,0 +1,216 @@
+//! Glue from raw line to counts and alerts: frame → classify → connection context → tracker.
+//!
+//! One [`Analyzer`] holds what is shared by every log stream (the per-source tracker and the
+//! counts since the last drain); each stream (file, journal) has its own [`Stream`] (connection
+//! context and clock). The offline scan and the live monitor both use it, so `logs scan` shows
+//! exactly what the agent would count.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::class::{ClassCounts, EventClass};
+use super::classify::{classify, Hint};
+use super::context::Context;
+use super::format::{frame, year_of_epoch_ms, Format, Stamp};
+use super::tracker::{LogAlert, Rules, Signal, Tracker};
+
+/// Distinct source addresses kept per drain for the `auth_failure_sources` list.
+pub const MAX_REPORTED_SOURCES: usize = 128;
+
+/// One stream's state.
+#[derive(Debug, Default)]
+pub struct Stream {
+    ctx: Context,
+    last_ts: Option<i64>,
+}
+
+impl Stream {
+    /// A fresh stream.
+    pub fn new() -> Stream {
+        Stream::default()
+    }
+
+    /// Connections dropped from this stream's context table.
+    pub fn evicted(&self) -> u64 {
+        self.ctx.evicted()
+    }
+}
+
+/// What one line turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineOutcome {
+    /// Detected line form.
+    pub format: Format,
+    /// The line's class.
+    pub class: EventClass,
+    /// The client address of the line (own, or of its process' connection).
+    pub src: Option<Box<str>>,
+    /// The client the event is attributed to for counting and alerts.
+    pub peer: Option<Box<str>>,
+    /// Authentication attempts the line added.
+    pub attempts: u8,
+    /// Event time used, ms since the epoch.
+    pub at_ms: i64,
+    /// Journal cursor of the entry, journal lines only.
+    pub cursor: Option<String>,
+}
+
+/// Counts and alerts accumulated since the last [`Analyzer::take`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accumulated {
+    /// Lines per class.
+    pub counts: ClassCounts,
+    /// Authentication attempts (SSH, PAM, Dropbear, sudo; MQTT refusals are in
+    /// `counts[MqttNotAuthorised]`).
+    pub auth_attempts: u64,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines skipped (longer than the line cap).
+    pub skipped: u64,
+    /// Addresses that failed authentication (IP literals only), at most [`MAX_REPORTED_SOURCES`].
+    pub sources: BTreeSet<IpAddr>,
+    /// Addresses left out of `sources` because of the cap.
+    pub sources_dropped: u64,
+    /// Alerts raised.
+    pub alerts: Vec<LogAlert>,
+}
+
+/// Shared analysis state.
+#[derive(Debug)]
+pub struct Analyzer {
+    tracker: Tracker,
+    acc: Accumulated,
+    evicted_reported: u64,
+}
+
+impl Analyzer {
+    /// An analyzer with the given rules.
+    pub fn new(rules: Rules) -> Analyzer {
+        Analyzer {
+            tracker: Tracker::new(rules),
+            acc: Accumulated::default(),
+            evicted_reported: 0,
+        }
+    }
+
+    /// Source evictions since the previous call (tracker table full).
+    pub fn take_evictions(&mut self) -> u64 {
+        let e = self.tracker.evicted();
+        let d = e - self.evicted_reported;
+        self.evicted_reported = e;
+        d
+    }
+
+    /// Counts one line longer than the cap.
+    pub fn skipped_line(&mut self) {
+        self.acc.skipped += 1;
+    }
+
+    /// Takes the accumulated counts and alerts.
+    pub fn take(&mut self) -> Accumulated {
+        std::mem::take(&mut self.acc)
+    }
+
+    /// Analyses one line of `stream`. `now_ms` is the wall clock, used for lines without a
+    /// timestamp and to pick the year of syslog timestamps.
+    pub fn line(&mut self, stream: &mut Stream, line: &[u8], now_ms: i64) -> LineOutcome {
+        let f = frame(line);
+        let c = classify(&f.msg);
+        let at_ms = match f.stamp {
+            Some(Stamp::EpochMs(ms)) => ms,
+            Some(s @ Stamp::NoYear { .. }) => {
+                // Syslog has no year: take the current one, or the previous one for a date
+                // more than a day in the future (a December line read in January).
+                let year = year_of_epoch_ms(now_ms);
+                let t = s.to_epoch_ms(year);
+                if t > now_ms + 86_400_000 {
+                    s.to_epoch_ms(year - 1)
+                } else {
+                    t
+                }
+            }
+            None => stream.last_ts.unwrap_or(now_ms),
+        };
+        stream.last_ts = Some(at_ms);
+        let attr = stream.ctx.attribute(f.host, f.program, f.pid, &c);
+
+        self.acc.lines += 1;
+        self.acc.counts.add(c.class);
+        let credential = matches!(
+            c.class,
+            EventClass::AuthFailure
+                | EventClass::InvalidUser
+                | EventClass::PamFailure
+                | EventClass::AuthLimit
+        );
+        if attr.attempts > 0 && credential {
+            self.acc.auth_attempts += u64::from(attr.attempts);
+        }
+        if let Some(peer) = attr.peer.as_deref() {
+            let failed = credential
+                || c.class == EventClass::MqttNotAuthorised
+                || c.class == EventClass::TlsFailure;
+            if failed {
+                if let Ok(ip) = peer.parse::<IpAddr>() {
+                    if self.acc.sources.len() < MAX_REPORTED_SOURCES
+                        || self.acc.sources.contains(&ip)
+                    {
+                        self.acc.sources.insert(ip);
+                    } else {
+                        self.acc.sources_dropped += 1;
+                    }
+                }
+            }
+            let mut signals: [Option<Signal<'_>>; 2] = [None, None];
+            if attr.attempts > 0 {
+                let service = if c.class == EventClass::MqttNotAuthorised {
+                    "MQTT"
+                } else {
+                    "login"
+                };
+                signals[0] = Some(Signal::Attempt { service });
+            }
+            match (c.class, c.hint) {
+                (_, Hint::Probe) => signals[1] = Some(Signal::Probe),
+                (EventClass::NegotiationFailure, _) => signals[1] = Some(Signal::Negotiation),
+                (
+                    EventClass::FwDrop,
+                    Hint::Firewall {
+                        dport,
+                        dropped: true,
+                    },
+                ) => signals[1] = Some(Signal::Port(dport)),
+                (EventClass::ConnRefused, _) => signals[1] = Some(Signal::Refused),
+                _ => {}
+            }
+            if let Some(u) = c.invalid_user {
+                if !u.is_empty()
+                    && matches!(c.class, EventClass::InvalidUser | EventClass::AuthFailure)
+                {
+                    signals[1] = Some(Signal::User(u));
+                }
+            }
+            for s in signals.into_iter().flatten() {
+                if let Some(a) = self.tracker.observe(peer, at_ms, s) {
+                    self.acc.alerts.push(a);
+                }
+            }
+        }
+        if c.class == EventClass::MqttClientIdConflict {
+            if let Hint::ClientId(id) = c.hint {
+                if let Some(a) = self.tracker.takeover(id, attr.peer.as_deref(), at_ms) {
+                    self.acc.alerts.push(a);
+                }
+            }
+        }
+        LineOutcome {
+            format: f.format,
+            class: c.class,
+            src: attr.src,
+            peer: attr.peer,
+            attempts: attr.attempts,
+            at_ms,
+            cursor: f.cursor.map(|c| c.into_owned()),
+        }
+    }
+}

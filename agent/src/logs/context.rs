@@ -1,0 +1,212 @@
+//! Per-stream connection context: which client a line without an address belongs to, and how
+//! many authentication attempts a line adds.
+//!
+//! sshd and Dropbear fork one process per connection, so lines of the same (host, program, pid)
+//! belong to one client. A connection-opening line (`Connection from H port N on …`,
+//! `SSH: Server;…;Remote: H-port`, Dropbear's `Child connection from H:P`) gives the process its
+//! client address; later lines of that process without an address inherit it as their source.
+//! Mosquitto is a single process: its refusal lines (`not authorised`, `OpenSSL Error`) carry no
+//! address, and the client is most likely the one of the latest `New connection from` line. That
+//! guess is used to attribute the event (the *peer*) but is not reported as the line's source.
+//!
+//! One SSH attempt writes several lines (a PAM failure, a `Failed password`, a `Connection
+//! closed … [preauth]`). Attempts, not lines, are counted: a `Failed …` line is one attempt; an
+//! `Invalid user`/PAM line opens an attempt that the next `Failed …` of the same process
+//! completes; a summary or disconnect line counts only when the connection counted nothing else.
+//!
+//! The table is bounded; when full, the least recently used half is dropped.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use super::class::EventClass;
+use super::classify::{Classified, Hint};
+
+/// Connections remembered per stream before the oldest are dropped.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnKey {
+    host: u64,
+    program: u64,
+    pid: u32,
+}
+
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Address from the connection-opening line (process-per-connection servers).
+    start: Option<Box<str>>,
+    /// Latest address seen on this process (or, for single-process servers, on the stream).
+    last: Option<Box<str>>,
+    /// Something on this connection was counted as an attempt.
+    counted: bool,
+    /// An attempt was counted from a precursor line (invalid user, PAM) and not yet completed
+    /// by its `Failed …` line.
+    open_attempt: bool,
+    open_user: u64,
+    used: u64,
+}
+
+/// What the context adds to a classified line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    /// The line's client address: its own, or the one of its process' connection-opening line.
+    pub src: Option<Box<str>>,
+    /// Best guess at the client, for counting and alerts: `src`, else the latest address seen on
+    /// the same process (or on the single-process server's stream).
+    pub peer: Option<Box<str>>,
+    /// Authentication attempts this line adds (0 or 1).
+    pub attempts: u8,
+}
+
+/// Connection context of one stream (one file or the journal).
+#[derive(Debug, Default)]
+pub struct Context {
+    conns: HashMap<ConnKey, ConnState>,
+    clock: u64,
+    evicted: u64,
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = FixedState.build_hasher();
+    h.write(b);
+    h.finish()
+}
+
+/// A deterministic hasher for keys (no per-process random state needed: keys are not
+/// attacker-chosen in a way that matters at this table size, and eviction bounds it anyway).
+#[derive(Default, Clone, Copy)]
+struct FixedState;
+
+impl BuildHasher for FixedState {
+    type Hasher = std::collections::hash_map::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        std::collections::hash_map::DefaultHasher::new()
+    }
+}
+
+fn to_box(b: &[u8]) -> Box<str> {
+    String::from_utf8_lossy(b).into_owned().into_boxed_str()
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// Connections dropped because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Attributes one classified line of (`host`, `program`, `pid`).
+    pub fn attribute(
+        &mut self,
+        host: &[u8],
+        program: &[u8],
+        pid: Option<u32>,
+        c: &Classified<'_>,
+    ) -> Attribution {
+        self.clock += 1;
+        let own: Option<Box<str>> = c.addr.map(to_box);
+        let key = ConnKey {
+            host: hash_bytes(host),
+            program: hash_bytes(program),
+            pid: pid.unwrap_or(0),
+        };
+        if self.conns.len() >= MAX_CONNECTIONS && !self.conns.contains_key(&key) {
+            self.evict_half();
+        }
+        let clock = self.clock;
+        let st = self.conns.entry(key).or_default();
+        st.used = clock;
+        if c.hint == Hint::ProcessConnStart && own.is_some() && pid.is_some() {
+            // A new connection on this process id (pids are reused): forget the old one.
+            *st = ConnState {
+                start: own.clone(),
+                last: own.clone(),
+                used: clock,
+                ..ConnState::default()
+            };
+        }
+        let src = own.clone().or_else(|| {
+            if pid.is_some() {
+                st.start.clone()
+            } else {
+                None
+            }
+        });
+        let peer = src.clone().or_else(|| st.last.clone());
+        if let Some(o) = own {
+            st.last = Some(o);
+        }
+        let attempts = count_attempt(st, pid.is_some(), c);
+        Attribution {
+            src,
+            peer,
+            attempts,
+        }
+    }
+
+    fn evict_half(&mut self) {
+        let mut ages: Vec<u64> = self.conns.values().map(|s| s.used).collect();
+        let mid = ages.len() / 2;
+        let (_, cut, _) = ages.select_nth_unstable(mid);
+        let cut = *cut;
+        let before = self.conns.len();
+        self.conns.retain(|_, s| s.used > cut);
+        self.evicted += (before - self.conns.len()) as u64;
+    }
+}
+
+fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u8 {
+    let user = c.invalid_user.map(hash_bytes).unwrap_or(0);
+    match c.class {
+        EventClass::AuthFailure => {
+            st.counted = true;
+            if per_process && st.open_attempt {
+                st.open_attempt = false;
+                0
+            } else {
+                1
+            }
+        }
+        EventClass::InvalidUser => {
+            st.counted = true;
+            if per_process
+                && st.open_attempt
+                && (st.open_user == user || user == 0 || st.open_user == 0)
+            {
+                if user != 0 {
+                    st.open_user = user;
+                }
+                0
+            } else {
+                st.open_attempt = per_process;
+                st.open_user = user;
+                1
+            }
+        }
+        EventClass::PamFailure => {
+            st.counted = true;
+            if per_process && st.open_attempt {
+                0
+            } else {
+                st.open_attempt = per_process;
+                st.open_user = 0;
+                1
+            }
+        }
+        EventClass::AuthLimit | EventClass::PreauthDisconnect => {
+            if per_process && st.counted {
+                0
+            } else {
+                st.counted = true;
+                1
+            }
+        }
+        EventClass::MqttNotAuthorised => 1,
+        _ => 0,
+    }
+}

@@ -1,0 +1,786 @@
+//! Line framing: splits one log line into timestamp, host, program, pid and message.
+//!
+//! Recognised forms (detected per line, so a file may mix them):
+//!
+//! - BSD syslog (RFC 3164), as written by rsyslog's default template and `journalctl -o short`:
+//!   `[<PRI>]Mmm dd hh:mm:ss[.frac] [host] tag[pid]: message`. The host may be missing
+//!   (`Nov 23 21:50:19 sshd[8148]: …`) and the tag may be bracketed (`[sshd]: …`, `[sshd] …`).
+//! - ISO 8601 timestamps (rsyslog `RSYSLOG_FileFormat`, `journalctl -o short-iso`):
+//!   `2015-04-16T18:02:50.321974+00:00 host tag[pid]: message`.
+//! - RFC 5424: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID STRUCTURED-DATA MSG` with `-` for nil
+//!   values; structured data may hold quoted values with brackets in them.
+//! - `journalctl -o json`: one JSON object per line; `MESSAGE` (a string, or an array of bytes for
+//!   non-UTF-8 messages), `SYSLOG_IDENTIFIER` (falling back to `_COMM`), `SYSLOG_PID`/`_PID`,
+//!   `_HOSTNAME`, `__REALTIME_TIMESTAMP` and `__CURSOR`.
+//! - Mosquitto's own log file: `1795801273: message` (epoch seconds), or an ISO timestamp followed
+//!   by `: ` when `log_timestamp_format` is set.
+//!
+//! Anything else is framed as a bare message. Framing never fails and never allocates for the text
+//! forms; journal messages with JSON escapes are unescaped into an owned buffer.
+//!
+//! After framing, [`strip_inner_prefix`] removes prefixes some daemons put inside the message: a
+//! Mosquitto epoch (`1795801481: ` under syslog), Dropbear's `[pid] Mmm dd hh:mm:ss ` and Solaris'
+//! `[ID 800047 auth.info] `.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// The line form [`frame`] recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// BSD syslog (RFC 3164).
+    Syslog,
+    /// ISO 8601 timestamp, syslog-like remainder.
+    Iso,
+    /// RFC 5424.
+    Rfc5424,
+    /// `journalctl -o json`.
+    Journal,
+    /// Mosquitto file log (epoch seconds prefix).
+    Mosquitto,
+    /// Nothing recognised: the whole line is the message.
+    Plain,
+}
+
+impl Format {
+    /// Short lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Syslog => "syslog",
+            Format::Iso => "iso8601",
+            Format::Rfc5424 => "rfc5424",
+            Format::Journal => "journal-json",
+            Format::Mosquitto => "mosquitto",
+            Format::Plain => "plain",
+        }
+    }
+}
+
+/// A timestamp as found in the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Milliseconds since the UNIX epoch.
+    EpochMs(i64),
+    /// BSD syslog time without a year (UTC assumed; the year is supplied by the reader).
+    NoYear {
+        /// 1–12.
+        month: u8,
+        /// 1–31.
+        day: u8,
+        /// Seconds since midnight.
+        secs: u32,
+    },
+}
+
+impl Stamp {
+    /// Resolves to epoch milliseconds, using `year` for syslog stamps that lack one.
+    pub fn to_epoch_ms(self, year: i32) -> i64 {
+        match self {
+            Stamp::EpochMs(ms) => ms,
+            Stamp::NoYear { month, day, secs } => {
+                days_from_civil(year, month, day) * 86_400_000 + i64::from(secs) * 1000
+            }
+        }
+    }
+}
+
+/// One framed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Detected form.
+    pub format: Format,
+    /// Timestamp, when the line has a parseable one.
+    pub stamp: Option<Stamp>,
+    /// Host name field (empty when absent).
+    pub host: &'a [u8],
+    /// Program / syslog tag (empty when absent).
+    pub program: &'a [u8],
+    /// Process id, when given.
+    pub pid: Option<u32>,
+    /// The message (inner prefixes not yet stripped).
+    pub msg: Cow<'a, [u8]>,
+    /// Journal cursor (`__CURSOR`), journal lines only.
+    pub cursor: Option<Cow<'a, str>>,
+}
+
+impl<'a> Frame<'a> {
+    fn plain(format: Format, msg: &'a [u8]) -> Frame<'a> {
+        Frame {
+            format,
+            stamp: None,
+            host: b"",
+            program: b"",
+            pid: None,
+            msg: Cow::Borrowed(msg),
+            cursor: None,
+        }
+    }
+}
+
+/// Frames one line (without its trailing newline; a trailing `\r` is ignored).
+pub fn frame(line: &[u8]) -> Frame<'_> {
+    let line = trim_end(line);
+    let mut s = line;
+    // Leading whitespace and a UTF-8 BOM never matter.
+    if let Some(rest) = s.strip_prefix(b"\xEF\xBB\xBF") {
+        s = rest;
+    }
+    let s = trim_start(s);
+    match s.first() {
+        Some(b'{') => {
+            if let Some(f) = frame_journal(s) {
+                return f;
+            }
+        }
+        Some(b'<') => {
+            if let Some(f) = frame_pri(s) {
+                return f;
+            }
+        }
+        Some(b'A'..=b'Z') => {
+            if let Some(f) = frame_bsd(s) {
+                return f;
+            }
+        }
+        Some(b'0'..=b'9') => {
+            if let Some(f) = frame_numeric(s) {
+                return f;
+            }
+        }
+        _ => {}
+    }
+    Frame::plain(Format::Plain, s)
+}
+
+/// `<PRI>` followed by RFC 5424 (`1 `), ISO or BSD syslog.
+fn frame_pri(s: &[u8]) -> Option<Frame<'_>> {
+    let close = s.iter().take(5).position(|&b| b == b'>')?;
+    if close < 2 || !s[1..close].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let rest = &s[close + 1..];
+    if let Some(r) = rest.strip_prefix(b"1 ") {
+        return frame_5424(r);
+    }
+    match rest.first() {
+        Some(b'0'..=b'9') => frame_numeric(rest),
+        Some(b'A'..=b'Z') => frame_bsd(rest),
+        _ => None,
+    }
+}
+
+/// RFC 5424 after `<PRI>1 `.
+fn frame_5424(s: &[u8]) -> Option<Frame<'_>> {
+    let (ts, rest) = split_token(s)?;
+    let stamp = if ts == b"-" {
+        None
+    } else {
+        Some(Stamp::EpochMs(parse_iso(ts)?.0))
+    };
+    let (host, rest) = split_token(rest)?;
+    let (app, rest) = split_token(rest)?;
+    let (procid, rest) = split_token(rest)?;
+    let (_msgid, rest) = split_token(rest)?;
+    // Structured data: `-` or one or more `[id k="v" …]`; quoted values may contain `]`.
+    let rest = if let Some(r) = rest.strip_prefix(b"-") {
+        r
+    } else if rest.first() == Some(&b'[') {
+        let mut i = 0;
+        let mut in_quotes = false;
+        let mut depth_open = false;
+        while i < rest.len() {
+            let b = rest[i];
+            if in_quotes {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == b'"' {
+                    in_quotes = false;
+                }
+            } else if b == b'"' {
+                in_quotes = true;
+            } else if b == b'[' {
+                depth_open = true;
+            } else if b == b']' {
+                depth_open = false;
+                if rest.get(i + 1) != Some(&b'[') {
+                    i += 1;
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if depth_open {
+            return None;
+        }
+        &rest[i.min(rest.len())..]
+    } else {
+        return None;
+    };
+    let msg = rest.strip_prefix(b" ").unwrap_or(rest);
+    let msg = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(msg);
+    Some(Frame {
+        format: Format::Rfc5424,
+        stamp,
+        host: nil(host),
+        program: nil(app),
+        pid: parse_u32(procid),
+        msg: Cow::Borrowed(msg),
+        cursor: None,
+    })
+}
+
+fn nil(f: &[u8]) -> &[u8] {
+    if f == b"-" {
+        b""
+    } else {
+        f
+    }
+}
+
+/// Lines starting with a digit: ISO timestamp or Mosquitto epoch prefix.
+fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
+    // Mosquitto: `1795801273: message`.
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if (9..=11).contains(&digits)
+        && s.get(digits) == Some(&b':')
+        && s.get(digits + 1) == Some(&b' ')
+    {
+        let secs = parse_u64(&s[..digits])?;
+        return Some(Frame {
+            format: Format::Mosquitto,
+            stamp: Some(Stamp::EpochMs(
+                i64::try_from(secs).ok()?.saturating_mul(1000),
+            )),
+            host: b"",
+            program: b"",
+            pid: None,
+            msg: Cow::Borrowed(&s[digits + 2..]),
+            cursor: None,
+        });
+    }
+    let (ms, used) = parse_iso(s)?;
+    let rest = &s[used..];
+    if let Some(msg) = rest.strip_prefix(b": ") {
+        // Mosquitto with an ISO `log_timestamp_format`.
+        return Some(Frame {
+            format: Format::Mosquitto,
+            stamp: Some(Stamp::EpochMs(ms)),
+            host: b"",
+            program: b"",
+            pid: None,
+            msg: Cow::Borrowed(msg),
+            cursor: None,
+        });
+    }
+    let rest = rest.strip_prefix(b" ")?;
+    Some(host_tag(
+        Format::Iso,
+        Some(Stamp::EpochMs(ms)),
+        trim_start(rest),
+    ))
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// BSD syslog: `Mmm dd hh:mm:ss[.frac] …`.
+fn frame_bsd(s: &[u8]) -> Option<Frame<'_>> {
+    let (stamp, used) = parse_bsd_date(s)?;
+    let rest = match s.get(used) {
+        None => &s[used..],
+        Some(b' ') => &s[used + 1..],
+        Some(_) => return None,
+    };
+    Some(host_tag(Format::Syslog, Some(stamp), trim_start(rest)))
+}
+
+/// `Mmm dd hh:mm:ss[.frac]`; returns the stamp and the bytes used.
+fn parse_bsd_date(s: &[u8]) -> Option<(Stamp, usize)> {
+    if s.len() < 14 {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| &s[..3] == *m)? as u8 + 1;
+    if s[3] != b' ' {
+        return None;
+    }
+    let mut i = 4;
+    if s[i] == b' ' {
+        i += 1;
+    }
+    let d0 = s.get(i).copied()?;
+    if !d0.is_ascii_digit() {
+        return None;
+    }
+    let mut day = d0 - b'0';
+    i += 1;
+    if let Some(&d1) = s.get(i) {
+        if d1.is_ascii_digit() {
+            day = day * 10 + (d1 - b'0');
+            i += 1;
+        }
+    }
+    if s.get(i) != Some(&b' ') || day == 0 || day > 31 {
+        return None;
+    }
+    i += 1;
+    let secs = parse_hms(s.get(i..i + 8)?)?;
+    i += 8;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    Some((Stamp::NoYear { month, day, secs }, i))
+}
+
+/// The `[host] tag[pid]: message` part shared by BSD syslog and ISO lines.
+fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
+    let mut f = Frame {
+        format,
+        stamp,
+        host: b"",
+        program: b"",
+        pid: None,
+        msg: Cow::Borrowed(s),
+        cursor: None,
+    };
+    let Some((tok1, rest1)) = split_token(s) else {
+        // A single token: either a tag with nothing after it, or a bare message.
+        if let Some((prog, pid)) = parse_tag(s) {
+            f.program = prog;
+            f.pid = pid;
+            f.msg = Cow::Borrowed(b"");
+        }
+        return f;
+    };
+    if let Some((prog, pid)) = parse_tag(tok1) {
+        f.program = prog;
+        f.pid = pid;
+        f.msg = Cow::Borrowed(rest1);
+        return f;
+    }
+    // tok1 is the host; the tag follows.
+    f.host = tok1;
+    match split_token(rest1) {
+        Some((tok2, rest2)) => {
+            if let Some((prog, pid)) = parse_tag(tok2) {
+                f.program = prog;
+                f.pid = pid;
+                f.msg = Cow::Borrowed(rest2);
+            } else {
+                f.msg = Cow::Borrowed(rest1);
+            }
+        }
+        None => {
+            if let Some((prog, pid)) = parse_tag(rest1) {
+                f.program = prog;
+                f.pid = pid;
+                f.msg = Cow::Borrowed(b"");
+            } else {
+                f.msg = Cow::Borrowed(rest1);
+            }
+        }
+    }
+    f
+}
+
+/// A syslog tag token: `prog:`, `prog[pid]:`, `[prog]:`, `[prog]`, `prog(x)[pid]:`.
+fn parse_tag(tok: &[u8]) -> Option<(&[u8], Option<u32>)> {
+    if tok.is_empty() || tok.len() > 96 {
+        return None;
+    }
+    if tok[0] == b'[' {
+        let t = tok.strip_suffix(b":").unwrap_or(tok);
+        let inner = t.strip_prefix(b"[")?.strip_suffix(b"]")?;
+        if inner.is_empty() || !inner.iter().all(|&b| is_tag_byte(b)) {
+            return None;
+        }
+        return Some((inner, None));
+    }
+    let t = tok.strip_suffix(b":")?;
+    if let Some(open) = t.iter().rposition(|&b| b == b'[') {
+        let pid = t[open + 1..].strip_suffix(b"]")?;
+        let prog = &t[..open];
+        if prog.is_empty() || !prog.iter().all(|&b| is_tag_byte(b)) {
+            return None;
+        }
+        return Some((prog, parse_u32(pid)));
+    }
+    if t.is_empty() || !t.iter().all(|&b| is_tag_byte(b)) || t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((t, None))
+}
+
+fn is_tag_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'(' | b')' | b'@')
+}
+
+/// Parses `YYYY-MM-DDThh:mm:ss[.frac](Z|±hh:mm)`; returns epoch ms and bytes used.
+pub(crate) fn parse_iso(s: &[u8]) -> Option<(i64, usize)> {
+    if s.len() < 19 {
+        return None;
+    }
+    let year = i32::try_from(parse_u64(&s[0..4])?).ok()?;
+    if s[4] != b'-' || s[7] != b'-' || !(s[10] == b'T' || s[10] == b' ') {
+        return None;
+    }
+    let month = u8::try_from(parse_u64(&s[5..7])?).ok()?;
+    let day = u8::try_from(parse_u64(&s[8..10])?).ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let secs = parse_hms(&s[11..19])?;
+    let mut i = 19;
+    let mut frac_ms: i64 = 0;
+    if s.get(i) == Some(&b'.') || s.get(i) == Some(&b',') {
+        i += 1;
+        let start = i;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                frac_ms = frac_ms * 10 + i64::from(s[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..3 {
+            frac_ms *= 10;
+        }
+    }
+    let mut offset_s: i64 = 0;
+    match s.get(i) {
+        Some(b'Z') => i += 1,
+        Some(&sign @ (b'+' | b'-')) => {
+            let hh = parse_u64(s.get(i + 1..i + 3)?)?;
+            let (mm, used) = if s.get(i + 3) == Some(&b':') {
+                (parse_u64(s.get(i + 4..i + 6)?)?, 6)
+            } else {
+                (parse_u64(s.get(i + 3..i + 5)?)?, 5)
+            };
+            let off = i64::try_from(hh * 3600 + mm * 60).ok()?;
+            offset_s = if sign == b'+' { off } else { -off };
+            i += used;
+        }
+        _ => {}
+    }
+    let days = days_from_civil(year, month, day);
+    let ms = (days * 86_400 + i64::from(secs) - offset_s) * 1000 + frac_ms;
+    Some((ms, i))
+}
+
+fn parse_hms(s: &[u8]) -> Option<u32> {
+    if s.len() != 8 || s[2] != b':' || s[5] != b':' {
+        return None;
+    }
+    let h = parse_u64(&s[0..2])?;
+    let m = parse_u64(&s[3..5])?;
+    let sec = parse_u64(&s[6..8])?;
+    if h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    u32::try_from(h * 3600 + m * 60 + sec).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i32, m: u8, d: u8) -> i64 {
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Civil year of an epoch-ms instant.
+pub(crate) fn year_of_epoch_ms(ms: i64) -> i32 {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    i32::try_from(y).unwrap_or(1970)
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some(v)
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// Next space-delimited token and the rest after the separating spaces.
+fn split_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let sp = s.iter().position(|&b| b == b' ')?;
+    Some((&s[..sp], trim_start(&s[sp + 1..])))
+}
+
+fn trim_start(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+fn trim_end(s: &[u8]) -> &[u8] {
+    let mut e = s.len();
+    while e > 0 && matches!(s[e - 1], b'\r' | b'\n') {
+        e -= 1;
+    }
+    &s[..e]
+}
+
+#[derive(Deserialize)]
+struct JournalEntry<'a> {
+    #[serde(rename = "MESSAGE", default)]
+    message: Option<JournalText<'a>>,
+    #[serde(rename = "SYSLOG_IDENTIFIER", borrow, default)]
+    ident: Option<JournalText<'a>>,
+    #[serde(rename = "_COMM", borrow, default)]
+    comm: Option<JournalText<'a>>,
+    #[serde(rename = "SYSLOG_PID", borrow, default)]
+    syslog_pid: Option<JournalText<'a>>,
+    #[serde(rename = "_PID", borrow, default)]
+    pid: Option<JournalText<'a>>,
+    #[serde(rename = "_HOSTNAME", borrow, default)]
+    hostname: Option<JournalText<'a>>,
+    #[serde(rename = "__REALTIME_TIMESTAMP", borrow, default)]
+    realtime: Option<JournalText<'a>>,
+    #[serde(rename = "__CURSOR", borrow, default)]
+    cursor: Option<Cow<'a, str>>,
+}
+
+/// A journal field: a string, or an array of bytes when the value is not valid UTF-8.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JournalText<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Bytes(Vec<u8>),
+    /// Several values for one field; the first is used.
+    Many(Vec<JournalText<'a>>),
+}
+
+impl<'a> JournalText<'a> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        match self {
+            JournalText::Text(Cow::Borrowed(s)) => Cow::Borrowed(s.as_bytes()),
+            JournalText::Text(Cow::Owned(s)) => Cow::Owned(s.into_bytes()),
+            JournalText::Bytes(b) => Cow::Owned(b),
+            JournalText::Many(v) => v
+                .into_iter()
+                .next()
+                .map(JournalText::into_bytes)
+                .unwrap_or(Cow::Borrowed(b"")),
+        }
+    }
+
+    fn as_borrowed(&self) -> &'a [u8] {
+        match self {
+            JournalText::Text(Cow::Borrowed(s)) => s.as_bytes(),
+            _ => b"",
+        }
+    }
+
+    fn number(&self) -> Option<u64> {
+        match self {
+            JournalText::Text(s) => parse_u64(s.as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+/// One `journalctl -o json` line.
+fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
+    let e: JournalEntry<'_> = serde_json::from_slice(s).ok()?;
+    let program = e
+        .ident
+        .as_ref()
+        .map(JournalText::as_borrowed)
+        .filter(|p| !p.is_empty())
+        .or_else(|| e.comm.as_ref().map(JournalText::as_borrowed))
+        .unwrap_or(b"");
+    let pid = e
+        .syslog_pid
+        .as_ref()
+        .and_then(JournalText::number)
+        .or_else(|| e.pid.as_ref().and_then(JournalText::number))
+        .and_then(|p| u32::try_from(p).ok());
+    let stamp = e
+        .realtime
+        .as_ref()
+        .and_then(JournalText::number)
+        .and_then(|us| i64::try_from(us / 1000).ok())
+        .map(Stamp::EpochMs);
+    Some(Frame {
+        format: Format::Journal,
+        stamp,
+        host: e
+            .hostname
+            .as_ref()
+            .map(JournalText::as_borrowed)
+            .unwrap_or(b""),
+        program,
+        pid,
+        msg: e
+            .message
+            .map(JournalText::into_bytes)
+            .unwrap_or(Cow::Borrowed(b"")),
+        cursor: e.cursor,
+    })
+}
+
+/// Removes prefixes daemons put inside the message: a Mosquitto epoch (`1795801481: `),
+/// Dropbear's `[pid] Mmm dd hh:mm:ss `, Solaris' `[ID 800047 auth.info] `.
+pub fn strip_inner_prefix(msg: &[u8]) -> &[u8] {
+    let mut m = trim_start(msg);
+    match m.first() {
+        Some(b'0'..=b'9') => {
+            let digits = m.iter().take_while(|b| b.is_ascii_digit()).count();
+            if (9..=11).contains(&digits) && m.get(digits..digits + 2) == Some(b": ") {
+                m = &m[digits + 2..];
+            }
+        }
+        Some(b'[') => {
+            if let Some(rest) = m.strip_prefix(b"[ID ") {
+                if let Some(close) = rest.iter().take(64).position(|&b| b == b']') {
+                    m = trim_start(&rest[close + 1..]);
+                }
+            } else if let Some(close) = m.iter().take(12).position(|&b| b == b']') {
+                if close > 1 && m[1..close].iter().all(u8::is_ascii_digit) {
+                    let rest = trim_start(&m[close + 1..]);
+                    if let Some((_, used)) = parse_bsd_date(rest) {
+                        m = trim_start(&rest[used..]);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<'a>(f: &'a Frame<'a>) -> &'a str {
+        std::str::from_utf8(&f.msg).unwrap()
+    }
+
+    #[test]
+    fn bsd_syslog_with_host_and_pid() {
+        let f = frame(
+            b"Feb 25 14:34:10 belka sshd[31602]: Failed password for x from 1.2.3.4 port 1 ssh2",
+        );
+        assert_eq!(f.format, Format::Syslog);
+        assert_eq!(f.host, b"belka");
+        assert_eq!(f.program, b"sshd");
+        assert_eq!(f.pid, Some(31602));
+        assert_eq!(msg(&f), "Failed password for x from 1.2.3.4 port 1 ssh2");
+        assert_eq!(
+            f.stamp,
+            Some(Stamp::NoYear {
+                month: 2,
+                day: 25,
+                secs: 14 * 3600 + 34 * 60 + 10
+            })
+        );
+    }
+
+    #[test]
+    fn bsd_syslog_without_host_or_with_bracketed_tag() {
+        let f = frame(b"Nov 23 21:50:19 sshd[8148]: Disconnecting: x");
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b""[..], &b"sshd"[..], Some(8148))
+        );
+        assert_eq!(msg(&f), "Disconnecting: x");
+        let f = frame(b"Mar  3 00:17:22 [sshd]: User root from 1.2.3.4 not allowed");
+        assert_eq!((f.host, f.program), (&b""[..], &b"sshd"[..]));
+        assert_eq!(msg(&f), "User root from 1.2.3.4 not allowed");
+        let f = frame(b"Jun 25 23:53:34 [sshd] User root from 1.2.3.4 not allowed");
+        assert_eq!(msg(&f), "User root from 1.2.3.4 not allowed");
+        let f = frame(b"Feb 7 16:01:07 linux-m899 sshd[5106]: User root");
+        assert_eq!(f.host, b"linux-m899");
+        let f = frame(b"Nov 25 17:12:13 webmail pop(pam_unix)[4920]: authentication failure; x");
+        assert_eq!(f.program, b"pop(pam_unix)");
+        assert_eq!(msg(&f), "authentication failure; x");
+    }
+
+    #[test]
+    fn iso_and_rfc5424_lines() {
+        let f = frame(b"2015-04-16T18:02:50.321974+00:00 host sshd[2716]: pam_unix(sshd:auth): x");
+        assert_eq!(f.format, Format::Iso);
+        assert_eq!(f.stamp, Some(Stamp::EpochMs(1_429_207_370_321)));
+        assert_eq!(msg(&f), "pam_unix(sshd:auth): x");
+        let f = frame(
+            b"<38>1 2019-07-08T17:40:17.954167-04:00 h.example.com sshd 55555 - [timeQuality tzKnown=\"1\"][xxx@123 test=\"[brackets]\"] Failed unknown for x",
+        );
+        assert_eq!(f.format, Format::Rfc5424);
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b"h.example.com"[..], &b"sshd"[..], Some(55555))
+        );
+        assert_eq!(msg(&f), "Failed unknown for x");
+    }
+
+    #[test]
+    fn journal_json_lines() {
+        let f = frame(br#"{"MESSAGE":"Failed \"x\"","SYSLOG_IDENTIFIER":"sshd","_PID":"42","__REALTIME_TIMESTAMP":"1795801411249695","__CURSOR":"s=1"}"#);
+        assert_eq!(f.format, Format::Journal);
+        assert_eq!(msg(&f), "Failed \"x\"");
+        assert_eq!((f.program, f.pid), (&b"sshd"[..], Some(42)));
+        assert_eq!(f.stamp, Some(Stamp::EpochMs(1_795_801_411_249)));
+        assert_eq!(f.cursor.as_deref(), Some("s=1"));
+        let f = frame(br#"{"MESSAGE":[104,105,255],"_COMM":"x"}"#);
+        assert_eq!(&*f.msg, b"hi\xff");
+        assert_eq!(f.program, b"x");
+    }
+
+    #[test]
+    fn mosquitto_and_inner_prefixes() {
+        let f = frame(b"1795801273: mosquitto version 2.0.11 starting");
+        assert_eq!(f.format, Format::Mosquitto);
+        assert_eq!(msg(&f), "mosquitto version 2.0.11 starting");
+        assert_eq!(
+            strip_inner_prefix(b"1795801481: New connection"),
+            b"New connection"
+        );
+        assert_eq!(
+            strip_inner_prefix(b"[825] Jul 10 23:53:52 Bad password attempt for 'root'"),
+            b"Bad password attempt for 'root'"
+        );
+        assert_eq!(
+            strip_inner_prefix(b"[ID 800047 auth.info] Failed none"),
+            b"Failed none"
+        );
+    }
+
+    #[test]
+    fn civil_date_helpers_agree() {
+        for &(y, m, d) in &[(1970, 1, 1), (2000, 2, 29), (2026, 12, 31), (1969, 12, 31)] {
+            let ms = days_from_civil(y, m, d) * 86_400_000;
+            assert_eq!(year_of_epoch_ms(ms), y);
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
+}

@@ -1,0 +1,309 @@
+//! `edgewarden logs scan FILE… [--json] [--lines]`: classifies logs offline.
+//!
+//! Files are read in the order given, each with its own connection context, through one shared
+//! tracker (so `auth.log.1 auth.log` behaves like one log). The line form is detected per line
+//! (BSD syslog, ISO 8601, RFC 5424, `journalctl -o json`, Mosquitto). `-` reads standard input.
+//!
+//! Output formats (all UTF-8; addresses and names from the log are printed lossily):
+//!
+//! - default: for each file a header `FILE: N lines (K skipped)` then one line per non-zero class
+//!   in taxonomy order (`  auth_failure  45`); with several files a `total:` block; then
+//!   `alerts:` (or `alerts: none`) and one line per alert:
+//!   `  <kind>  <source or ->  <events> events  <file>:<line>  <detail>`.
+//! - `--lines`: one tab-separated row per input line, `file<TAB>line<TAB>class<TAB>source`, the
+//!   source empty when the line names none; lines over the cap get class `skipped`. No summary.
+//! - `--json`: one JSON object: `{"files":[{"path","lines","skipped","classes":{class:n}}],
+//!   "classes":{class:n},"alerts":[{"kind","source","events","file","line","at_ms","detail"}]}`
+//!   (`source` is null when unknown; `classes` list non-zero classes only).
+//! - `--lines --json`: one JSON object per input line: `{"file","line","class","source"}`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::analyze::{Analyzer, Stream};
+use super::class::{ClassCounts, EventClass};
+use super::lines::{LineSplitter, Piece};
+use super::tracker::{LogAlert, Rules};
+
+/// Options of `logs scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanOptions {
+    /// JSON output.
+    pub json: bool,
+    /// One row per input line instead of the summary.
+    pub lines: bool,
+    /// Detection rules (brute-force limit and window from the configuration).
+    pub rules: Option<Rules>,
+}
+
+/// Per-file result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSummary {
+    /// The path as given.
+    pub path: PathBuf,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines skipped for being longer than the cap.
+    pub skipped: u64,
+    /// Lines per class.
+    pub classes: ClassCounts,
+}
+
+/// An alert with the place it was raised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanAlert {
+    /// The alert.
+    pub alert: LogAlert,
+    /// File of the line that raised it.
+    pub file: PathBuf,
+    /// 1-based line number of that line.
+    pub line: u64,
+}
+
+/// Result of a scan.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScanSummary {
+    /// One entry per file, in order.
+    pub files: Vec<FileSummary>,
+    /// Sum over files.
+    pub classes: ClassCounts,
+    /// Alerts in the order raised.
+    pub alerts: Vec<ScanAlert>,
+}
+
+/// One classified input line (for `--lines` and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRow {
+    /// 1-based line number.
+    pub line: u64,
+    /// The class, `None` for a skipped oversized line.
+    pub class: Option<EventClass>,
+    /// Source address, when the line names one.
+    pub src: Option<Box<str>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Scans `reader` as one stream; calls `row` for every line. Alerts raised go to `alerts` with
+/// their line number.
+pub fn scan_reader(
+    analyzer: &mut Analyzer,
+    reader: &mut impl Read,
+    mut row: impl FnMut(&LineRow),
+    alerts: &mut Vec<(LogAlert, u64)>,
+) -> io::Result<FileSummary> {
+    let now = now_ms();
+    let mut stream = Stream::new();
+    let mut splitter = LineSplitter::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n: u64 = 0;
+    let mut summary = FileSummary {
+        path: PathBuf::new(),
+        lines: 0,
+        skipped: 0,
+        classes: ClassCounts::default(),
+    };
+    let mut handle = |p: Piece<'_>,
+                      analyzer: &mut Analyzer,
+                      summary: &mut FileSummary,
+                      alerts: &mut Vec<(LogAlert, u64)>| {
+        n += 1;
+        match p {
+            Piece::Line(l) => {
+                let out = analyzer.line(&mut stream, l, now);
+                summary.lines += 1;
+                summary.classes.add(out.class);
+                row(&LineRow {
+                    line: n,
+                    class: Some(out.class),
+                    src: out.src,
+                });
+            }
+            Piece::Oversized => {
+                analyzer.skipped_line();
+                summary.skipped += 1;
+                row(&LineRow {
+                    line: n,
+                    class: None,
+                    src: None,
+                });
+            }
+        }
+        for a in analyzer.take().alerts {
+            alerts.push((a, n));
+        }
+    };
+    loop {
+        let got = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(g) => g,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        splitter.feed(&buf[..got], |p| handle(p, analyzer, &mut summary, alerts));
+    }
+    splitter.finish(|p| handle(p, analyzer, &mut summary, alerts));
+    Ok(summary)
+}
+
+fn open(path: &Path) -> io::Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdin()));
+    }
+    File::open(path)
+        .map(|f| Box::new(f) as Box<dyn Read>)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn lossy(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn classes_json(c: &ClassCounts) -> Value {
+    let mut m = Map::new();
+    for (class, n) in c.iter() {
+        if n > 0 {
+            m.insert(class.as_str().to_owned(), json!(n));
+        }
+    }
+    Value::Object(m)
+}
+
+/// Scans `paths` and writes the report to `out` in the format `opts` selects.
+pub fn scan_files(
+    paths: &[PathBuf],
+    opts: ScanOptions,
+    out: &mut impl Write,
+) -> io::Result<ScanSummary> {
+    let mut analyzer = Analyzer::new(opts.rules.unwrap_or_default());
+    let mut summary = ScanSummary::default();
+    for path in paths {
+        let mut reader = open(path)?;
+        let file = lossy(path);
+        let mut raised = Vec::new();
+        let mut write_err: Option<io::Error> = None;
+        let fs = scan_reader(
+            &mut analyzer,
+            &mut reader,
+            |r| {
+                if !opts.lines || write_err.is_some() {
+                    return;
+                }
+                let class = r.class.map_or("skipped", EventClass::as_str);
+                let res = if opts.json {
+                    let v = json!({"file": file, "line": r.line, "class": class, "source": r.src.as_deref()});
+                    writeln!(out, "{v}")
+                } else {
+                    writeln!(
+                        out,
+                        "{file}\t{}\t{class}\t{}",
+                        r.line,
+                        r.src.as_deref().unwrap_or("")
+                    )
+                };
+                if let Err(e) = res {
+                    write_err = Some(e);
+                }
+            },
+            &mut raised,
+        )?;
+        if let Some(e) = write_err {
+            return Err(e);
+        }
+        summary.classes.merge(&fs.classes);
+        summary.files.push(FileSummary {
+            path: path.clone(),
+            ..fs
+        });
+        summary
+            .alerts
+            .extend(raised.into_iter().map(|(alert, line)| ScanAlert {
+                alert,
+                file: path.clone(),
+                line,
+            }));
+    }
+    if opts.lines {
+        return Ok(summary);
+    }
+    if opts.json {
+        let v = json!({
+            "files": summary.files.iter().map(|f| json!({
+                "path": lossy(&f.path), "lines": f.lines, "skipped": f.skipped, "classes": classes_json(&f.classes),
+            })).collect::<Vec<_>>(),
+            "classes": classes_json(&summary.classes),
+            "alerts": summary.alerts.iter().map(|a| json!({
+                "kind": a.alert.kind.as_str(),
+                "source": if a.alert.host.is_empty() { None } else { Some(&a.alert.host) },
+                "events": a.alert.events,
+                "file": lossy(&a.file),
+                "line": a.line,
+                "at_ms": a.alert.at_ms,
+                "detail": a.alert.detail,
+            })).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{v}")?;
+        return Ok(summary);
+    }
+    write_text(&summary, out)?;
+    Ok(summary)
+}
+
+fn write_counts(c: &ClassCounts, out: &mut impl Write) -> io::Result<()> {
+    for (class, n) in c.iter() {
+        if n > 0 {
+            writeln!(out, "  {:<24}{n}", class.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn write_text(s: &ScanSummary, out: &mut impl Write) -> io::Result<()> {
+    for f in &s.files {
+        writeln!(
+            out,
+            "{}: {} lines ({} skipped)",
+            f.path.display(),
+            f.lines,
+            f.skipped
+        )?;
+        write_counts(&f.classes, out)?;
+    }
+    if s.files.len() > 1 {
+        let lines: u64 = s.files.iter().map(|f| f.lines).sum();
+        let skipped: u64 = s.files.iter().map(|f| f.skipped).sum();
+        writeln!(out, "total: {lines} lines ({skipped} skipped)")?;
+        write_counts(&s.classes, out)?;
+    }
+    if s.alerts.is_empty() {
+        writeln!(out, "alerts: none")?;
+    } else {
+        writeln!(out, "alerts:")?;
+        for a in &s.alerts {
+            let src = if a.alert.host.is_empty() {
+                "-"
+            } else {
+                &a.alert.host
+            };
+            writeln!(
+                out,
+                "  {:<22}{:<18}{} events  {}:{}  {}",
+                a.alert.kind.as_str(),
+                src,
+                a.alert.events,
+                a.file.display(),
+                a.line,
+                a.alert.detail
+            )?;
+        }
+    }
+    Ok(())
+}
