@@ -87,6 +87,9 @@ metric_names! {
     UDP_NO_PORTS = "udp_no_ports", Number, Sum, "UDP datagrams to closed ports, typical of a UDP scan (kernel NoPorts delta).";
     UDP_IN_ERRORS = "udp_in_errors", Number, Sum, "UDP datagrams received in error (kernel InErrors delta).";
     COLLECTOR_ERRORS = "collector_errors", Number, Sum, "Collector failures (unreadable or vanished /proc entries, netlink errors) in the interval.";
+    LOCAL_VIOLATIONS = "local_violations", Number, Max, "Behaviours of the local security profile in alarm at any time in the interval.";
+    LOCAL_ANOMALY_SCORE = "local_anomaly_score", Number, Max, "Highest anomaly score (0 to 1) of the local ML and novelty behaviours in the interval.";
+    LOCAL_VIOLATION_BEHAVIORS = "local_violation_behaviors", StringList, Union, "Names of the local behaviours in alarm at any time in the interval.";
 }
 
 /// True when `name` is a valid custom metric name.
