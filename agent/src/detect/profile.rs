@@ -447,6 +447,17 @@ fn parse_document(
     let mut name = default_name.to_owned();
     let behaviors = match v {
         Value::Array(a) => a,
+        Value::Object(o)
+            if !o.contains_key("behaviors")
+                && (o.contains_key("metric") || o.contains_key("criteria")) =>
+        {
+            top_issue(
+                issues,
+                "behaviors",
+                "missing: this looks like a single behaviour: wrap it in [ … ]".to_owned(),
+            );
+            return None;
+        }
         Value::Object(o) => {
             for (k, val) in o {
                 match k.as_str() {
@@ -494,15 +505,10 @@ fn parse_document(
                     return None;
                 }
                 None => {
-                    let hint = if o.contains_key("metric") || o.contains_key("criteria") {
-                        "; this looks like a single behaviour: wrap it in [ … ]"
-                    } else {
-                        ""
-                    };
                     top_issue(
                         issues,
                         "behaviors",
-                        format!("missing: a profile needs a `behaviors` array{hint}"),
+                        "missing: a profile needs a `behaviors` array".to_owned(),
                     );
                     return None;
                 }
@@ -540,16 +546,18 @@ fn parse_document(
     let mut out = Vec::with_capacity(behaviors.len());
     let mut seen = BTreeSet::new();
     for (i, b) in behaviors.iter().enumerate() {
-        if let Some(b) = parse_behavior(i, b, issues, notes) {
-            if !seen.insert(b.name.clone()) {
+        if let Some(n) = b.get("name").and_then(Value::as_str) {
+            if !seen.insert(n) {
                 issues.push(ProfileIssue {
                     index: Some(i),
-                    behavior: Some(b.name.clone()),
+                    behavior: Some(n.to_owned()),
                     field: "name".to_owned(),
                     message: "duplicate behaviour name; names must be unique in a profile"
                         .to_owned(),
                 });
             }
+        }
+        if let Some(b) = parse_behavior(i, b, issues, notes) {
             out.push(b);
         }
     }
