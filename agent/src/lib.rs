@@ -11,6 +11,7 @@
 //!    TLS), or, with no transport configured, to the local outbox.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod detect;
@@ -18,8 +19,12 @@ pub mod detect;
 pub mod fuzzing;
 pub mod logs;
 pub mod metrics;
+pub mod outbox;
+pub mod pipeline;
 pub mod report;
+pub mod shutdown;
 pub mod snapshot;
 pub mod spool;
+pub mod telemetry;
 pub mod transport;
 pub mod units;

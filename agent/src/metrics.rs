@@ -101,6 +101,9 @@ metric_names! {
     SPOOL_DEPTH = "spool_depth", Number, Last, "Reports waiting in the spool for a PUBACK.";
     SPOOL_DROPPED = "spool_dropped", Number, Last, "Reports dropped unpublished from the full spool since start.";
     SPOOL_CORRUPT_SKIPPED = "spool_corrupt_skipped", Number, Last, "Corrupt spool records or regions skipped since start.";
+    LOCAL_VIOLATIONS = "local_violations", Number, Max, "Behaviours of the local security profile in alarm at any time in the interval.";
+    LOCAL_ANOMALY_SCORE = "local_anomaly_score", Number, Max, "Highest anomaly score (0 to 1) of the local ML and novelty behaviours in the interval.";
+    LOCAL_VIOLATION_BEHAVIORS = "local_violation_behaviors", StringList, Union, "Names of the local behaviours in alarm at any time in the interval.";
 }
 
 /// True when `name` is a valid custom metric name.
