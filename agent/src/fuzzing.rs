@@ -62,7 +62,10 @@ pub fn netlink(data: &[u8]) {
 
 /// Decodes `data` as a Device Defender response in JSON and in CBOR; must never panic.
 pub fn defender_response(data: &[u8]) {
-    for format in [crate::config::ReportFormat::Json, crate::config::ReportFormat::Cbor] {
+    for format in [
+        crate::config::ReportFormat::Json,
+        crate::config::ReportFormat::Cbor,
+    ] {
         // Only the absence of a panic matters here.
         let _ = crate::report::parse_response(data, format);
     }

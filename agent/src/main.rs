@@ -38,7 +38,11 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
     let path = arg
         .config
         .clone()
-        .or_else(|| std::env::var_os(ENV_CONFIG).filter(|s| !s.is_empty()).map(Into::into))
+        .or_else(|| {
+            std::env::var_os(ENV_CONFIG)
+                .filter(|s| !s.is_empty())
+                .map(Into::into)
+        })
         .or_else(|| {
             let p = std::path::Path::new(DEFAULT_CONFIG_PATH);
             p.exists().then(|| p.to_owned())
@@ -61,7 +65,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async {
-                let stop = edgewarden::shutdown::on_signals().context("cannot install signal handlers")?;
+                let stop =
+                    edgewarden::shutdown::on_signals().context("cannot install signal handlers")?;
                 pipeline::run(cfg, stop).await.map_err(anyhow::Error::from)
             })?;
             Ok(ExitCode::SUCCESS)
@@ -84,11 +89,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(arg) => {
-            let Some(path) = arg.config.clone().or_else(|| std::env::var_os(ENV_CONFIG).map(Into::into)) else {
-                return Err(UsageError("validate needs --config FILE (or EDGEWARDEN_CONFIG)".into()).into());
+            let Some(path) = arg
+                .config
+                .clone()
+                .or_else(|| std::env::var_os(ENV_CONFIG).map(Into::into))
+            else {
+                return Err(UsageError(
+                    "validate needs --config FILE (or EDGEWARDEN_CONFIG)".into(),
+                )
+                .into());
             };
             let cfg = Config::load(&path)?;
-            pipeline::preflight(&cfg).map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
+            pipeline::preflight(&cfg)
+                .map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
@@ -101,13 +114,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile(ProfileCommand::Check { file }) => {
-            let profile = edgewarden::detect::load_profile(&file).map_err(|e| UsageError(format!("{e}")))?;
-            eprintln!("{}: {} behaviours, all valid", file.display(), profile.behaviors.len());
+            let profile =
+                edgewarden::detect::load_profile(&file).map_err(|e| UsageError(format!("{e}")))?;
+            eprintln!(
+                "{}: {} behaviours, all valid",
+                file.display(),
+                profile.behaviors.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Profile(ProfileCommand::Default) => {
             let p = edgewarden::detect::default_profile();
-            let mut s = serde_json::to_string_pretty(&p).context("cannot encode the default profile")?;
+            let mut s =
+                serde_json::to_string_pretty(&p).context("cannot encode the default profile")?;
             s.push('\n');
             print_stdout(s.as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -124,7 +143,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Metrics(args) => {
-            let text = if args.markdown { metrics::markdown_table() } else { metrics::create_commands() };
+            let text = if args.markdown {
+                metrics::markdown_table()
+            } else {
+                metrics::create_commands()
+            };
             print_stdout(text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -144,7 +144,12 @@ pub fn markdown_table() -> String {
             Fold::Max => "max",
             Fold::Union => "union",
         };
-        s.push_str(&format!("| `{}` | {} | {fold} | {} |\n", d.name, d.cloud_type.as_str(), d.description));
+        s.push_str(&format!(
+            "| `{}` | {} | {fold} | {} |\n",
+            d.name,
+            d.cloud_type.as_str(),
+            d.description
+        ));
     }
     s
 }

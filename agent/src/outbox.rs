@@ -41,8 +41,15 @@ impl Outbox {
     /// Opens (creating) `<state_dir>/outbox`.
     pub fn open(state_dir: &Path, max_bytes: u64) -> Result<Outbox, OutboxError> {
         let dir = state_dir.join("outbox");
-        fs::create_dir_all(&dir).map_err(|source| OutboxError::Io { path: dir.clone(), source })?;
-        Ok(Outbox { dir, max_bytes, rotated_lines: 0 })
+        fs::create_dir_all(&dir).map_err(|source| OutboxError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Outbox {
+            dir,
+            max_bytes,
+            rotated_lines: 0,
+        })
     }
 
     /// The directory holding the streams.
@@ -63,7 +70,10 @@ impl Outbox {
     /// Appends one line (a newline is added) and flushes it to disk.
     pub fn append(&mut self, stream: &str, line: &[u8]) -> Result<(), OutboxError> {
         let path = self.path(stream);
-        let io_err = |source| OutboxError::Io { path: path.clone(), source };
+        let io_err = |source| OutboxError::Io {
+            path: path.clone(),
+            source,
+        };
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if len > 0 && len + line.len() as u64 + 1 > self.max_bytes {
             let old = self.dir.join(format!("{stream}.jsonl.1"));
@@ -73,7 +83,11 @@ impl Outbox {
             }
             fs::rename(&path, &old).map_err(io_err)?;
         }
-        let mut f: File = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err)?;
+        let mut f: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err)?;
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
@@ -92,7 +106,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = Outbox::open(dir.path(), 100).unwrap();
         for i in 0..30 {
-            o.append(REPORTS, format!("{{\"n\":{i}}}").as_bytes()).unwrap();
+            o.append(REPORTS, format!("{{\"n\":{i}}}").as_bytes())
+                .unwrap();
         }
         let cur = fs::read_to_string(o.path(REPORTS)).unwrap();
         assert!(cur.len() <= 100);
@@ -101,4 +116,16 @@ mod tests {
         let kept = cur.lines().count() + old.lines().count();
         assert_eq!(kept as u64 + o.rotated_lines(), 30);
     }
+}
+
+/// Prints one line on stdout (`[outbox] stdout = true`). A closed stdout is ignored: the outbox
+/// file is the record.
+#[allow(clippy::print_stdout)]
+pub fn write_stdout_line(line: &[u8]) {
+    use std::io::Write as _;
+    let mut out = io::stdout().lock();
+    let _ = out
+        .write_all(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
 }

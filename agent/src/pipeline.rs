@@ -87,11 +87,18 @@ enum Sink {
     /// Embedded default: JSON lines on disk (and optionally stdout).
     Outbox { outbox: Outbox, stdout: bool },
     /// The durable spool in front of the MQTT transport.
-    Spool { spool: SharedSpool, stats: Arc<TransportStats> },
+    Spool {
+        spool: SharedSpool,
+        stats: Arc<TransportStats>,
+    },
 }
 
 impl Sink {
-    fn report(&mut self, cfg: &Config, rep: &report::MetricsReport) -> Result<(), AgentError> {
+    async fn report(
+        &mut self,
+        cfg: &Config,
+        rep: &report::MetricsReport,
+    ) -> Result<(), AgentError> {
         match self {
             Sink::Outbox { outbox, stdout } => {
                 let fmt = match cfg.report.format {
@@ -101,29 +108,29 @@ impl Sink {
                 let line = report::encode(rep, fmt);
                 outbox.append(REPORTS, &line)?;
                 if *stdout {
-                    crate::transport::stdout::write_line(&line);
+                    crate::outbox::write_stdout_line(&line);
                 }
                 Ok(())
             }
             Sink::Spool { spool, .. } => {
                 let payload = report::encode(rep, cfg.report.format);
-                spool.append(&cfg.defender_topic(), &payload)?;
+                spool.append(cfg.defender_topic(), payload).await?;
                 Ok(())
             }
         }
     }
 
-    fn violation(&mut self, cfg: &Config, v: &ViolationEvent) -> Result<(), AgentError> {
+    async fn violation(&mut self, cfg: &Config, v: &ViolationEvent) -> Result<(), AgentError> {
         let line = serde_json::to_vec(v).expect("a violation event always serializes");
         match self {
             Sink::Outbox { outbox, stdout } => {
                 outbox.append(VIOLATIONS, &line)?;
                 if *stdout {
-                    crate::transport::stdout::write_line(&line);
+                    crate::outbox::write_stdout_line(&line);
                 }
             }
             Sink::Spool { spool, .. } => {
-                spool.append(&cfg.violations_topic(), &line)?;
+                spool.append(cfg.violations_topic(), line).await?;
             }
         }
         Ok(())
@@ -132,23 +139,21 @@ impl Sink {
     fn custom_metrics(&self) -> Vec<(&'static str, MetricValue)> {
         match self {
             Sink::Outbox { .. } => Vec::new(),
-            Sink::Spool { spool, stats } => {
-                let mut v: Vec<_> = stats
-                    .custom_metrics()
-                    .into_iter()
-                    .map(|(k, x)| (k, MetricValue::Number(x)))
-                    .collect();
-                v.extend(spool.custom_metrics().into_iter().map(|(k, x)| (k, MetricValue::Number(x))));
-                v
-            }
+            Sink::Spool { stats, .. } => stats
+                .custom_metrics()
+                .into_iter()
+                .map(|(k, x)| (k, MetricValue::Number(x)))
+                .collect(),
         }
     }
 }
 
 /// Runs the agent until `stop` is cancelled.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|source| AgentError::StateDir { path: cfg.state_dir.clone(), source })?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| AgentError::StateDir {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -167,26 +172,38 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         None => {
             let outbox = Outbox::open(&cfg.state_dir, cfg.outbox.max_bytes)?;
             info!(dir = %outbox.dir().display(), "No transport configured; writing reports to the local outbox.");
-            Sink::Outbox { outbox, stdout: cfg.outbox.stdout }
+            Sink::Outbox {
+                outbox,
+                stdout: cfg.outbox.stdout,
+            }
         }
         Some(m) => {
             let spool = SharedSpool::new(Spool::open(&cfg.state_dir.join("spool"), &cfg.spool)?);
             let stats = Arc::new(TransportStats::default());
-            tasks.spawn(transport::mqtt::run(
+            let params = transport::mqtt::TransportParams::new(
                 m.clone(),
                 cfg.thing_name.clone(),
                 cfg.report.format,
-                spool.clone(),
-                stats.clone(),
-                stop.clone(),
-            ));
+            );
+            let (spool2, stats2, stop2) = (spool.clone(), stats.clone(), stop.clone());
+            tasks.spawn(async move {
+                if let Err(e) = transport::mqtt::run(params, spool2, stats2, stop2.clone()).await {
+                    error!(error = %e, "Transport stopped; reports stay in the spool.");
+                    stop2.cancel();
+                }
+            });
             Sink::Spool { spool, stats }
         }
     };
 
-    let mut ids = ReportIds::open(&cfg.state_dir)
-        .map_err(|source| AgentError::StateDir { path: cfg.state_dir.clone(), source })?;
-    let logs = cfg.logs.enabled.then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, stop.clone()));
+    let mut ids = ReportIds::open(&cfg.state_dir).map_err(|source| AgentError::StateDir {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
+    let logs = cfg
+        .logs
+        .enabled
+        .then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, stop.clone()));
     let mut engine = if cfg.detect.enabled {
         let profile = match &cfg.detect.profile {
             Some(p) => detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?,
@@ -241,7 +258,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             events.extend(log_alerts.iter().map(|a| engine.log_alert_event(a)));
             for v in &events {
                 warn!(behavior = %v.behavior_name(), score = v.score, explanation = %v.explanation, "Violation.");
-                if let Err(e) = sink.violation(&cfg, v) {
+                if let Err(e) = sink.violation(&cfg, v).await {
                     error!(error = %e, "Cannot store a violation; it is lost.");
                 }
             }
@@ -251,7 +268,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         let now = Instant::now();
         if now >= next_report {
             next_report = now + cfg.report.interval;
-            emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut());
+            emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut()).await;
         }
         if now >= next_state_save {
             next_state_save = now + Duration::from_secs(300);
@@ -263,20 +280,23 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
 
     // Drain: write what we hold, then let the transport publish within its deadline.
     if !aggregator.is_empty() {
-        emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut());
+        emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut()).await;
     }
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
     }
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(4), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(4), tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("Transport did not drain in time; unacknowledged records stay in the spool.");
     }
     info!("Agent stopped.");
     Ok(())
 }
 
-fn emit_report(
+async fn emit_report(
     cfg: &Config,
     sink: &mut Sink,
     aggregator: &mut Aggregator,
@@ -299,10 +319,27 @@ fn emit_report(
         }
     };
     let rep = aggregator.take(id);
-    match sink.report(cfg, &rep) {
-        Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
+    match sink.report(cfg, &rep).await {
+        Ok(()) => info!(report_id = id, summary = %summary(&rep), "Report stored."),
         Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
     }
+}
+
+/// One line for the log: what the report says, in a few numbers.
+fn summary(rep: &report::MetricsReport) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&report::encode(rep, ReportFormat::Json)).unwrap_or_default();
+    let m = &v["metrics"];
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    format!(
+        "tcp_listen={} udp_listen={} established={} bytes_in={} bytes_out={} custom_metrics={}",
+        n(&m["listening_tcp_ports"]["total"]),
+        n(&m["listening_udp_ports"]["total"]),
+        n(&m["tcp_connections"]["established_connections"]["total"]),
+        n(&m["network_stats"]["bytes_in"]),
+        n(&m["network_stats"]["bytes_out"]),
+        v["custom_metrics"].as_object().map_or(0, |o| o.len()),
+    )
 }
 
 fn load_engine_state(dir: &Path) -> Option<EngineState> {
@@ -341,7 +378,11 @@ pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow:
     let mut agg = Aggregator::new(&cfg.report);
     let first: Snapshot = c.sample();
     agg.add(&first);
-    std::thread::sleep(cfg.report.warm_up.clamp(Duration::from_secs(1), Duration::from_secs(2)));
+    std::thread::sleep(
+        cfg.report
+            .warm_up
+            .clamp(Duration::from_secs(1), Duration::from_secs(2)),
+    );
     agg.add(&c.sample());
     let id = ReportIds::open(&cfg.state_dir)
         .and_then(|mut ids| ids.next(now_ms()))
@@ -357,9 +398,15 @@ pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow:
 
 /// `edgewarden status`: the persisted detector state and the outbox/spool position.
 pub fn status_text(cfg: &Config) -> anyhow::Result<String> {
-    let mut s = format!("thing: {}\nstate_dir: {}\n", cfg.thing_name, cfg.state_dir.display());
+    let mut s = format!(
+        "thing: {}\nstate_dir: {}\n",
+        cfg.thing_name,
+        cfg.state_dir.display()
+    );
     match load_engine_state(&cfg.state_dir) {
-        None => s.push_str("detector: no learned state yet (the agent has not run, or detection is off)\n"),
+        None => s.push_str(
+            "detector: no learned state yet (the agent has not run, or detection is off)\n",
+        ),
         Some(state) => {
             let profile = match &cfg.detect.profile {
                 Some(p) => detect::load_profile(p).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -21,7 +21,11 @@ fn validate_accepts_the_packaged_example_config() {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/edgewarden.toml");
     let out = edgewarden(&["validate", "--config", example], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("configuration is valid"));
 }
 
@@ -64,7 +68,11 @@ fn print_config_shows_defaults_that_validate_again() {
     let cfg = dir.path().join("effective.toml");
     std::fs::write(&cfg, &text).unwrap();
     let out = edgewarden(&["validate", "--config", cfg.to_str().unwrap()], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -72,7 +80,11 @@ fn collect_once_prints_a_valid_report_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     for fmt in ["json", "json-short", "cbor"] {
         let out = edgewarden(&["collect", "--once", "--format", fmt], dir.path());
-        assert!(out.status.success(), "{fmt}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{fmt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report = integration_tests::validator::decode(&out.stdout, fmt == "cbor")
             .unwrap_or_else(|e| panic!("{fmt}: undecodable report: {e}"));
         let verdict = integration_tests::validator::validate_strict(&report);
@@ -132,7 +144,10 @@ fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
         let report = integration_tests::validator::decode(line.as_bytes(), false).unwrap();
         integration_tests::validator::validate_strict(&report).unwrap();
         let id = report["header"]["report_id"].as_u64().unwrap();
-        assert!(id > last_id, "report ids must increase: {id} after {last_id}");
+        assert!(
+            id > last_id,
+            "report ids must increase: {id} after {last_id}"
+        );
         last_id = id;
     }
     assert!(text.lines().count() >= 2, "{text}");
