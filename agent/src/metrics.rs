@@ -104,6 +104,23 @@ metric_names! {
     LOCAL_VIOLATIONS = "local_violations", Number, Max, "Behaviours of the local security profile in alarm at any time in the interval.";
     LOCAL_ANOMALY_SCORE = "local_anomaly_score", Number, Max, "Highest anomaly score (0 to 1) of the local ML and novelty behaviours in the interval.";
     LOCAL_VIOLATION_BEHAVIORS = "local_violation_behaviors", StringList, Union, "Names of the local behaviours in alarm at any time in the interval.";
+    AUTH_FAILURES = "auth_failures", Number, Sum, "Failed login attempts in system logs (SSH, PAM, Dropbear, sudo), counted per attempt, not per line.";
+    AUTH_SUCCESSES = "auth_successes", Number, Sum, "Accepted logins in system logs.";
+    SSH_INVALID_USERS = "ssh_invalid_users", Number, Sum, "Log lines naming an unknown or refused user name.";
+    SSH_PREAUTH_DISCONNECTS = "ssh_preauth_disconnects", Number, Sum, "SSH connections that ended before authentication finished.";
+    SSH_NEGOTIATION_FAILURES = "ssh_negotiation_failures", Number, Sum, "SSH connections with no common algorithm (scanners, outdated clients).";
+    MQTT_AUTH_FAILURES = "mqtt_auth_failures", Number, Sum, "CONNECTs refused by the local MQTT broker (bad or missing credentials).";
+    MQTT_ACL_DENIALS = "mqtt_acl_denials", Number, Sum, "Publishes or subscriptions denied by the local broker's ACL.";
+    MQTT_CLIENT_ID_CONFLICTS = "mqtt_client_id_conflicts", Number, Sum, "Client ids taken over by a second connection on the local broker.";
+    MQTT_KEEPALIVE_TIMEOUTS = "mqtt_keepalive_timeouts", Number, Sum, "Local broker clients dropped for exceeding their keepalive.";
+    MQTT_PROTOCOL_ERRORS = "mqtt_protocol_errors", Number, Sum, "Local broker clients dropped for malformed or non-MQTT traffic.";
+    TLS_FAILURES = "tls_failures", Number, Sum, "Failed TLS handshakes on the local broker (missing, untrusted or expired client certificates, plain TCP).";
+    CONNECTIONS_REFUSED = "connections_refused", Number, Sum, "Connections refused before any protocol exchange (tcp wrappers, MaxStartups).";
+    FIREWALL_DROPS = "firewall_drops", Number, Sum, "Kernel firewall log lines (iptables/nftables LOG).";
+    AUTH_FAILURE_SOURCES = "auth_failure_sources", IpAddressList, Union, "Addresses that failed authentication (SSH, PAM, MQTT, TLS) in the interval.";
+    LOG_ALERTS = "log_alerts", Number, Sum, "Alerts raised from logs (brute force, user enumeration, scans, client-id takeover).";
+    LOG_LINES_SKIPPED = "log_lines_skipped", Number, Sum, "Log lines skipped for exceeding the line length cap.";
+    LOG_SOURCES_EVICTED = "log_sources_evicted", Number, Sum, "Source addresses dropped from the log tracker because its table was full.";
 }
 
 /// True when `name` is a valid custom metric name.
