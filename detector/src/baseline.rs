@@ -83,6 +83,86 @@ impl Baseline {
     }
 }
 
+/// Milliseconds in a day.
+const DAY_MS: u64 = 86_400_000;
+
+/// Time-of-day baseline of one feature: a centre per time-of-day bin (exponentially
+/// weighted over that bin's visits) and a spread pooled over all bins.
+///
+/// It scores `|x - centre[bin]| / spread`. Gateway metrics follow the day (traffic,
+/// load, temperature); judging a value against the same time on previous days catches
+/// a missing peak or a flat stretch that is unremarkable against the overall range.
+/// A bin never visited starts from the value itself. Cost: O(1) per sample,
+/// `8 × bins + 32` bytes per feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seasonal {
+    alpha_bin: f64,
+    alpha_spread: f64,
+    centres: Vec<f64>,
+    visits: Vec<u32>,
+    mad: f64,
+    seen: u64,
+}
+
+impl Seasonal {
+    /// A baseline with `bins` bins per day, a centre half-life of `bin_half_life` visits
+    /// and a spread half-life of `spread_half_life` samples.
+    pub fn new(bins: usize, bin_half_life: f64, spread_half_life: f64) -> Self {
+        Self {
+            alpha_bin: alpha_of(bin_half_life),
+            alpha_spread: alpha_of(spread_half_life),
+            centres: vec![0.0; bins],
+            visits: vec![0; bins],
+            mad: 0.0,
+            seen: 0,
+        }
+    }
+
+    /// Whether the arrays agree (checked after deserialization).
+    pub(crate) fn is_consistent(&self, bins: usize) -> bool {
+        self.centres.len() == bins && self.visits.len() == bins
+    }
+
+    /// Robust z-score of `x` at `timestamp_ms` against the same time of day, then learns
+    /// it. Returns 0 until the bin has been visited on an earlier sample.
+    pub fn test_and_learn(&mut self, timestamp_ms: u64, x: f64) -> f64 {
+        let bins = self.centres.len();
+        if bins == 0 {
+            return 0.0;
+        }
+        let bin = ((timestamp_ms % DAY_MS) as u128 * bins as u128 / DAY_MS as u128) as usize;
+        let bin = bin.min(bins - 1);
+        if self.visits[bin] == 0 {
+            self.centres[bin] = x;
+            self.visits[bin] = 1;
+            return 0.0;
+        }
+        let centre = self.centres[bin];
+        let spread = (self.mad * MAD_TO_STD).max(REL_FLOOR * (centre.abs() + REL_FLOOR));
+        let dev = x - centre;
+        let z = if dev == 0.0 {
+            0.0
+        } else {
+            (dev.abs() / spread).min(MAX_Z)
+        };
+        let limit = CLIP * spread;
+        let d = if self.mad > 0.0 {
+            dev.clamp(-limit, limit)
+        } else {
+            dev
+        };
+        let a = self
+            .alpha_bin
+            .max(1.0 / (f64::from(self.visits[bin]) + 1.0));
+        self.centres[bin] += a * d;
+        self.visits[bin] = self.visits[bin].saturating_add(1);
+        let a = self.alpha_spread.max(1.0 / (self.seen as f64 + 1.0));
+        self.mad += a * (d.abs() - self.mad);
+        self.seen += 1;
+        z
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +185,23 @@ mod tests {
         let z = b.test_and_learn(100.0);
         assert!(z > 50.0, "z = {z}");
         assert!((b.centre() - before).abs() < 0.1);
+    }
+
+    #[test]
+    fn seasonal_baseline_flags_a_missing_daily_peak() {
+        let mut s = Seasonal::new(24, 3.0, 500.0);
+        let hour = 3_600_000u64;
+        let value = |h: u64| if h % 24 == 12 { 10.0 } else { 1.0 } + 0.01 * (h % 5) as f64;
+        let mut last_noon = 0.0;
+        for h in 0..24 * 10 {
+            let z = s.test_and_learn(h * hour, value(h));
+            if h > 48 && h % 24 == 12 {
+                last_noon = z;
+            }
+        }
+        assert!(last_noon < 5.0, "a regular peak is normal, z = {last_noon}");
+        let z = s.test_and_learn(24 * 10 * hour + 12 * hour, 1.0);
+        assert!(z > 50.0, "missing peak, z = {z}");
     }
 
     #[test]

@@ -17,11 +17,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, Seasonal};
 use crate::calibrate::Calibrator;
 use crate::history::History;
 use crate::kmeans::{window_at, LagModel, TrainError, TrainingSet};
 use crate::params::{DetectorParams, DetectorValidParams, ParamsError, MAX_TOP};
+
+/// Per-sample decay factor of a quantity with the given half-life in samples.
+fn alpha_decay(half_life: u64) -> f64 {
+    0.5f64.powf(1.0 / half_life.max(1) as f64)
+}
+
+/// Approximate size of one calibrator.
+const CALIBRATOR_BYTES: usize = 2400;
 
 /// Inputs whose magnitude exceeds this are refused as out of range; it keeps every
 /// intermediate (squares, sums) finite.
@@ -177,6 +185,8 @@ struct DetectorState {
     params: DetectorValidParams,
     baselines: Vec<Baseline>,
     baseline_calibrators: Vec<Calibrator>,
+    seasonal: Vec<Seasonal>,
+    seasonal_calibrators: Vec<Calibrator>,
     model_calibrator: Calibrator,
     history: History,
     models: Vec<LagModel>,
@@ -186,6 +196,8 @@ struct DetectorState {
     samples: u64,
     since_snapshot: u64,
     refractory_left: u64,
+    recent_peak: f64,
+    train_failures: u64,
 }
 
 impl TryFrom<DetectorState> for Detector {
@@ -193,10 +205,25 @@ impl TryFrom<DetectorState> for Detector {
     fn try_from(state: DetectorState) -> Result<Self, Self::Error> {
         let n = state.params.n_features();
         let dim = state.params.window_dim();
-        if state.baselines.len() != n || state.baseline_calibrators.len() != n {
+        let bins = state.params.get().seasonal_bins;
+        if state.baselines.len() != n
+            || state.baseline_calibrators.len() != n
+            || state.seasonal.len() != n
+            || state.seasonal_calibrators.len() != n
+        {
             return Err(format!(
                 "state holds baselines for another number of features than {n}"
             ));
+        }
+        if state.seasonal.iter().any(|s| !s.is_consistent(bins))
+            || !state
+                .baseline_calibrators
+                .iter()
+                .chain(&state.seasonal_calibrators)
+                .chain(std::iter::once(&state.model_calibrator))
+                .all(Calibrator::is_consistent)
+        {
+            return Err("baselines do not match the parameters".to_owned());
         }
         if !state.history.is_consistent(n) {
             return Err("history does not match the parameters".to_owned());
@@ -243,13 +270,17 @@ impl Detector {
             p.calibration_half_life,
             p.calibration_min_samples,
             p.score_averaging,
+            p.tail_fraction,
         );
+        let seasonal = Seasonal::new(p.seasonal_bins, p.seasonal_half_life, p.baseline_half_life);
         let mut scratch = Scratch::default();
         scratch.ensure(params.window_dim(), n);
         Self {
             state: DetectorState {
                 baselines,
                 baseline_calibrators: vec![calibrator.clone(); n],
+                seasonal: vec![seasonal; n],
+                seasonal_calibrators: vec![calibrator.clone(); n],
                 model_calibrator: calibrator,
                 history,
                 models: Vec::new(),
@@ -259,6 +290,8 @@ impl Detector {
                 samples: 0,
                 since_snapshot: 0,
                 refractory_left: 0,
+                recent_peak: 0.0,
+                train_failures: 0,
                 params,
             },
             scratch,
@@ -307,7 +340,7 @@ impl Detector {
             .iter()
             .map(|m| (m.n_clusters() + 2) * m.dim() * 8 + 64)
             .sum();
-        let per_feature = n * (32 + 64 + 8 * p.get().score_averaging);
+        let per_feature = n * (2 * CALIBRATOR_BYTES + 32 + 12 * p.get().seasonal_bins);
         let names: usize = p.get().features.iter().map(|f| f.len() + 24).sum();
         std::mem::size_of::<Self>() + history + models + per_feature + names
     }
@@ -327,7 +360,7 @@ impl Detector {
         self.state.history.push(values, restart);
         self.state.samples += 1;
         self.state.since_snapshot += 1;
-        self.score(values)
+        self.score(timestamp_ms, values)
     }
 
     fn check(&self, timestamp_ms: u64, values: &[f64]) -> Result<(), SkipReason> {
@@ -368,7 +401,7 @@ impl Detector {
         gap
     }
 
-    fn score(&mut self, values: &[f64]) -> Verdict {
+    fn score(&mut self, timestamp_ms: u64, values: &[f64]) -> Verdict {
         let n = self.state.params.n_features();
         let dim = self.state.params.window_dim();
         let span = self.state.params.window_span() as u64;
@@ -378,13 +411,19 @@ impl Detector {
 
         // Per-feature baselines.
         let mut ln_p_base = 0.0f64;
+        let seasonal = p.seasonal_bins > 0;
         for (j, &x) in values.iter().enumerate() {
             let z = s.baselines[j].test_and_learn(x);
-            let ln_p = s.baseline_calibrators[j].test_and_learn(z);
+            let mut ln_p = s.baseline_calibrators[j].test_and_learn(z);
+            if seasonal {
+                let z = s.seasonal[j].test_and_learn(timestamp_ms, x);
+                ln_p = ln_p.min(s.seasonal_calibrators[j].test_and_learn(z));
+            }
             self.scratch.per_feature[j] = -ln_p;
             ln_p_base = ln_p_base.min(ln_p);
         }
-        ln_p_base = (ln_p_base + (n as f64).ln()).min(0.0);
+        let tests = if seasonal { 2 * n } else { n };
+        ln_p_base = (ln_p_base + (tests as f64).ln()).min(0.0);
 
         // k-means models.
         let mut ln_p_model = 0.0;
@@ -404,7 +443,9 @@ impl Detector {
         }
 
         let components = if model_best.is_some() { 2.0f64 } else { 1.0 };
-        let ln_p = (ln_p_base.min(ln_p_model) + components.ln()).min(0.0);
+        let ln_p = ((p.baseline_weight * ln_p_base).min(p.model_weight * ln_p_model)
+            + components.ln())
+        .min(0.0);
         let to_score = |ln_p: f64| -> f64 {
             let v = -ln_p / (std::f64::consts::LN_10 * p.score_decades);
             if v.is_finite() {
@@ -416,6 +457,16 @@ impl Detector {
         let mut score = to_score(ln_p);
         let baseline_score = to_score(ln_p_base);
         let model_score = to_score(ln_p_model);
+
+        if p.peak_memory > 0 {
+            // Only a new local maximum is reported in full: a lasting disturbance
+            // is reported at its onset, and again only if it escalates.
+            let peak = s.recent_peak;
+            s.recent_peak = (peak * alpha_decay(p.peak_memory)).max(score);
+            if score < peak {
+                score *= 1.0 - p.peak_discount;
+            }
+        }
 
         if s.samples <= p.warmup_samples {
             let mut v = Verdict::quiet(p.threshold, Status::Learning);
@@ -493,6 +544,22 @@ impl Detector {
         Ok(())
     }
 
+    /// [`Detector::observe`], then [`Detector::retrain`] inline when due; a failed fit
+    /// keeps the current models and is counted in [`Detector::train_failures`]. For
+    /// offline use (replays, tests); on a device, retrain off the scoring path.
+    pub fn observe_and_retrain(&mut self, timestamp_ms: u64, values: &[f64]) -> Verdict {
+        let verdict = self.observe(timestamp_ms, values);
+        if self.retrain().is_err() {
+            self.state.train_failures += 1;
+        }
+        verdict
+    }
+
+    /// Number of failed trainings in [`Detector::observe_and_retrain`].
+    pub fn train_failures(&self) -> u64 {
+        self.state.train_failures
+    }
+
     /// Retrains inline if [`Detector::needs_retrain`]: snapshot, fit, install. Returns
     /// whether a model was installed. For callers that do not need the split API.
     pub fn retrain(&mut self) -> Result<bool, TrainError> {
@@ -518,6 +585,11 @@ struct Knobs {
     refractory_samples: u64,
     refractory_damping: f64,
     top_features: usize,
+    seasonal_bins: usize,
+    baseline_weight: f64,
+    model_weight: f64,
+    peak_memory: u64,
+    peak_discount: f64,
 }
 
 impl Knobs {
@@ -531,6 +603,11 @@ impl Knobs {
             refractory_samples: p.refractory_samples,
             refractory_damping: p.refractory_damping,
             top_features: p.top_features,
+            seasonal_bins: p.seasonal_bins,
+            baseline_weight: p.baseline_weight,
+            model_weight: p.model_weight,
+            peak_memory: p.peak_memory,
+            peak_discount: p.peak_discount,
         }
     }
 }

@@ -41,6 +41,14 @@ pub struct DetectorParams {
     pub calibration_half_life: f64,
     /// Samples a calibrator must see before it produces p-values below 1. >= 1.
     pub calibration_min_samples: u64,
+    /// Fraction of the calibration history treated as its tail: the p-value of a value
+    /// beyond the `(1 - tail_fraction)` quantile decays exponentially with its distance
+    /// (in log units) from that quantile. In (0, 0.5].
+    pub tail_fraction: f64,
+    /// Number of time-of-day bins of the seasonal baseline (0 disables it), <= 1440.
+    pub seasonal_bins: usize,
+    /// Half-life of a seasonal bin's centre, in visits of that bin. >= 1.
+    pub seasonal_half_life: f64,
     /// Number of recent raw scores averaged before calibration (1 = no averaging),
     /// in 1..=64.
     pub score_averaging: usize,
@@ -73,6 +81,17 @@ pub struct DetectorParams {
     pub max_iterations: u64,
     /// Seed of the k-means initialisation; a fixed seed makes training deterministic.
     pub seed: u64,
+    /// Weight in [0, 1] of the baselines' evidence (their log p-value) in the combined
+    /// score; 0 ignores them.
+    pub baseline_weight: f64,
+    /// Weight in [0, 1] of the k-means models' evidence in the combined score.
+    pub model_weight: f64,
+    /// Half-life, in samples, of the memory of the recent score peak (0 disables peak
+    /// discounting). A score below the remembered peak is reduced by `peak_discount`,
+    /// so a lasting disturbance is reported at its onset rather than on every sample.
+    pub peak_memory: u64,
+    /// Fraction in [0, 1] by which a score below the recent peak is reduced.
+    pub peak_discount: f64,
     /// After an alarm, number of samples during which scores are damped so that one
     /// event raises one alarm rather than a burst.
     pub refractory_samples: u64,
@@ -89,16 +108,19 @@ impl Default for DetectorParams {
     fn default() -> Self {
         Self {
             features: vec!["value".to_owned()],
-            threshold: 0.5,
+            threshold: 0.16,
             score_decades: 10.0,
             warmup_samples: 200,
-            baseline_half_life: 500.0,
+            baseline_half_life: 2000.0,
             calibration_half_life: 1000.0,
             calibration_min_samples: 50,
             score_averaging: 1,
+            tail_fraction: 0.05,
+            seasonal_bins: 48,
+            seasonal_half_life: 4.0,
             lags: 5,
             smoothing: 3,
-            level_weight: 1.0,
+            level_weight: 2.0,
             clusters: 8,
             max_models: 4,
             train_window: 2160,
@@ -107,8 +129,12 @@ impl Default for DetectorParams {
             max_train_vectors: 1000,
             max_iterations: 30,
             seed: 42,
+            baseline_weight: 1.0,
+            model_weight: 0.5,
+            peak_memory: 0,
+            peak_discount: 1.0,
             refractory_samples: 100,
-            refractory_damping: 0.2,
+            refractory_damping: 0.0,
             gap_factor: 0.0,
             top_features: MAX_TOP,
         }
@@ -174,6 +200,24 @@ impl DetectorParams {
             "calibration_min_samples",
             ">= 1",
             p.calibration_min_samples as f64,
+        )?;
+        check(
+            p.tail_fraction > 0.0 && p.tail_fraction <= 0.5,
+            "tail_fraction",
+            "in (0, 0.5]",
+            p.tail_fraction,
+        )?;
+        check(
+            p.seasonal_bins <= 1440,
+            "seasonal_bins",
+            "<= 1440",
+            p.seasonal_bins as f64,
+        )?;
+        check(
+            p.seasonal_half_life.is_finite() && p.seasonal_half_life >= 1.0,
+            "seasonal_half_life",
+            "finite and >= 1",
+            p.seasonal_half_life,
         )?;
         check(
             (1..=64).contains(&p.score_averaging),
@@ -246,6 +290,24 @@ impl DetectorParams {
             "max_iterations",
             ">= 1",
             p.max_iterations as f64,
+        )?;
+        check(
+            (0.0..=1.0).contains(&p.baseline_weight),
+            "baseline_weight",
+            "in [0, 1]",
+            p.baseline_weight,
+        )?;
+        check(
+            (0.0..=1.0).contains(&p.model_weight),
+            "model_weight",
+            "in [0, 1]",
+            p.model_weight,
+        )?;
+        check(
+            (0.0..=1.0).contains(&p.peak_discount),
+            "peak_discount",
+            "in [0, 1]",
+            p.peak_discount,
         )?;
         check(
             (0.0..=1.0).contains(&p.refractory_damping),
@@ -378,6 +440,9 @@ mod tests {
             ),
             (|p| p.calibration_min_samples = 0, "calibration_min_samples"),
             (|p| p.score_averaging = 0, "score_averaging"),
+            (|p| p.tail_fraction = 0.0, "tail_fraction"),
+            (|p| p.seasonal_bins = 2000, "seasonal_bins"),
+            (|p| p.seasonal_half_life = 0.0, "seasonal_half_life"),
             (|p| p.lags = 0, "lags"),
             (|p| p.smoothing = 65, "smoothing"),
             (|p| p.level_weight = -0.1, "level_weight"),
@@ -389,6 +454,9 @@ mod tests {
             (|p| p.retrain_every = 0, "retrain_every"),
             (|p| p.max_iterations = 0, "max_iterations"),
             (|p| p.refractory_damping = 1.5, "refractory_damping"),
+            (|p| p.baseline_weight = 2.0, "baseline_weight"),
+            (|p| p.model_weight = -1.0, "model_weight"),
+            (|p| p.peak_discount = f64::NAN, "peak_discount"),
             (|p| p.gap_factor = 0.5, "gap_factor"),
             (|p| p.top_features = 4, "top_features"),
         ];

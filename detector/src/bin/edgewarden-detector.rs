@@ -135,20 +135,6 @@ fn new_detector(base: &DetectorParams, features: Vec<String>) -> Result<Detector
     Detector::new(params).map_err(|e| format!("invalid parameters: {e}"))
 }
 
-/// Feeds one sample and retrains inline when due (the model serves from the next
-/// sample, as it would on a device where training runs beside the scoring path).
-fn step(det: &mut Detector, ts_ms: u64, values: &[f64]) -> Result<Verdict, String> {
-    let verdict = det.observe(ts_ms, values);
-    if det.needs_retrain() {
-        let set = det.train_snapshot();
-        // A failed fit (too few usable windows) keeps the current models.
-        if let Ok(model) = set.fit() {
-            det.install(model).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(verdict)
-}
-
 // ------------------------------------------------------------------ nab ---
 
 fn run_nab(data: &Path, out: &Path, params: Option<&Path>) -> Result<(), String> {
@@ -220,7 +206,7 @@ fn nab_file(base: &DetectorParams, input: &Path, target: &Path) -> Result<usize,
             .ok_or_else(|| format!("{}:{line_no}: bad timestamp {ts_text:?}", input.display()))?;
         // An unparsable value is scored as a skipped (non-finite) sample.
         let value = value_text.parse::<f64>().unwrap_or(f64::NAN);
-        let verdict = step(&mut det, ts, &[value])?;
+        let verdict = det.observe_and_retrain(ts, &[value]);
         let _ = writeln!(out, "{ts_text},{value_text},{}", verdict.score);
         rows += 1;
     }
@@ -310,7 +296,7 @@ fn run_score(input: &Path, plot: Option<&Path>, params: Option<&Path>) -> Result
     )
     .map_err(io)?;
     for (row, (&ts, values)) in series.ts_ms.iter().zip(&series.values).enumerate() {
-        let v = step(&mut det, ts, values)?;
+        let v = det.observe_and_retrain(ts, values);
         let top = v
             .top()
             .first()
