@@ -26,7 +26,8 @@ use crate::cli::LogsScanArgs;
 use crate::collect::Collector;
 use crate::config::{Config, ReportFormat};
 use crate::detect::{self, Engine, EngineState, ViolationEvent};
-use crate::logs::LogMonitor;
+use crate::logs::{LogAlert, LogMonitor};
+use crate::metrics;
 use crate::outbox::{Outbox, OutboxError, REPORTS, VIOLATIONS};
 use crate::report::{self, Aggregator, ReportIds};
 use crate::snapshot::{MetricValue, Snapshot};
@@ -120,8 +121,7 @@ impl Sink {
         }
     }
 
-    async fn violation(&mut self, cfg: &Config, v: &ViolationEvent) -> Result<(), AgentError> {
-        let line = serde_json::to_vec(v).expect("a violation event always serializes");
+    async fn violation(&mut self, cfg: &Config, line: Vec<u8>) -> Result<(), AgentError> {
         match self {
             Sink::Outbox { outbox, stdout } => {
                 outbox.append(VIOLATIONS, &line)?;
@@ -220,6 +220,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     let mut ticker = tokio::time::interval(cfg.collect.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let started = Instant::now();
+    // Log alerts of the current report interval, summarised with the engine's own violations.
+    let mut interval_log_alerts: Vec<&'static str> = Vec::new();
     // The first report waits for the warm-up so that it carries deltas, never cumulative counters.
     let mut next_report = started + cfg.report.warm_up.max(cfg.collect.interval);
     let mut next_state_save = started + Duration::from_secs(300);
@@ -245,7 +247,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             }
         };
         collector = Some(c);
-        let mut log_alerts = Vec::new();
+        let mut log_alerts: Vec<LogAlert> = Vec::new();
         if let Some(l) = &logs {
             let tick = l.drain();
             for (name, value) in tick.custom_metrics() {
@@ -253,14 +255,21 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             }
             log_alerts = tick.alerts;
         }
+        let mut lines: Vec<Vec<u8>> = Vec::new();
         if let Some(engine) = engine.as_mut() {
-            let mut events = engine.evaluate(&snap);
-            events.extend(log_alerts.iter().map(|a| engine.log_alert_event(a)));
-            for v in &events {
-                warn!(behavior = %v.behavior_name(), score = v.score, explanation = %v.explanation, "Violation.");
-                if let Err(e) = sink.violation(&cfg, v).await {
-                    error!(error = %e, "Cannot store a violation; it is lost.");
-                }
+            for v in engine.evaluate(&snap) {
+                log_violation(&v);
+                lines.push(serde_json::to_vec(&v).expect("a violation event always serializes"));
+            }
+        }
+        for a in &log_alerts {
+            warn!(alert = a.kind.as_str(), source = %a.host, events = a.events, explanation = %a.detail, "Violation from logs.");
+            interval_log_alerts.push(a.kind.as_str());
+            lines.push(log_alert_violation(&cfg.thing_name, a));
+        }
+        for line in lines {
+            if let Err(e) = sink.violation(&cfg, line).await {
+                error!(error = %e, "Cannot store a violation; it is lost.");
             }
         }
         aggregator.add(&snap);
@@ -268,7 +277,15 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         let now = Instant::now();
         if now >= next_report {
             next_report = now + cfg.report.interval;
-            emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut()).await;
+            emit_report(
+                &cfg,
+                &mut sink,
+                &mut aggregator,
+                &mut ids,
+                engine.as_mut(),
+                &mut interval_log_alerts,
+            )
+            .await;
         }
         if now >= next_state_save {
             next_state_save = now + Duration::from_secs(300);
@@ -280,7 +297,15 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
 
     // Drain: write what we hold, then let the transport publish within its deadline.
     if !aggregator.is_empty() {
-        emit_report(&cfg, &mut sink, &mut aggregator, &mut ids, engine.as_mut()).await;
+        emit_report(
+            &cfg,
+            &mut sink,
+            &mut aggregator,
+            &mut ids,
+            engine.as_mut(),
+            &mut interval_log_alerts,
+        )
+        .await;
     }
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
@@ -302,11 +327,42 @@ async fn emit_report(
     aggregator: &mut Aggregator,
     ids: &mut ReportIds,
     engine: Option<&mut Engine>,
+    log_alerts: &mut Vec<&'static str>,
 ) {
-    if let Some(e) = engine {
-        for (name, value) in e.summary_metrics() {
-            aggregator.add_custom(name, value);
+    let mut local = engine.map(|e| e.summary_metrics()).unwrap_or_default();
+    if !log_alerts.is_empty() {
+        let mut merged = false;
+        for (name, value) in local.iter_mut() {
+            match (*name, value) {
+                (metrics::LOCAL_VIOLATIONS, MetricValue::Number(n)) => {
+                    *n += log_alerts.len() as f64;
+                    merged = true;
+                }
+                (metrics::LOCAL_VIOLATION_BEHAVIORS, MetricValue::StringList(l)) => {
+                    l.extend(log_alerts.iter().map(|s| s.to_string()));
+                    l.sort();
+                    l.dedup();
+                }
+                _ => {}
+            }
         }
+        if !merged {
+            local.push((
+                metrics::LOCAL_VIOLATIONS,
+                MetricValue::Number(log_alerts.len() as f64),
+            ));
+            let mut names: Vec<String> = log_alerts.iter().map(|s| s.to_string()).collect();
+            names.sort();
+            names.dedup();
+            local.push((
+                metrics::LOCAL_VIOLATION_BEHAVIORS,
+                MetricValue::StringList(names),
+            ));
+        }
+        log_alerts.clear();
+    }
+    for (name, value) in local {
+        aggregator.add_custom(name, value);
     }
     for (name, value) in sink.custom_metrics() {
         aggregator.add_custom(name, value);
@@ -323,6 +379,64 @@ async fn emit_report(
         Ok(()) => info!(report_id = id, summary = %summary(&rep), "Report stored."),
         Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
     }
+}
+
+fn log_violation(v: &ViolationEvent) {
+    warn!(
+        behavior = %v.behavior.name,
+        metric = %v.behavior.metric,
+        event = v.violation_event_type.as_str(),
+        score = v.score,
+        explanation = %v.explanation,
+        "Violation."
+    );
+}
+
+/// Profile name of the violations raised by log rules.
+pub const LOG_RULES_PROFILE: &str = "edgewarden-log-rules";
+
+/// A log alert as a violation event, in the same shape as the security-profile violations.
+fn log_alert_violation(thing: &str, a: &LogAlert) -> Vec<u8> {
+    use crate::logs::AlertKind;
+    let (metric, value) = match a.kind {
+        AlertKind::ClientIdTakeover => (
+            metrics::MQTT_AUTH_FAILURES,
+            serde_json::json!({ "count": a.events }),
+        ),
+        _ => match a.source {
+            Some(ip) => (
+                metrics::AUTH_FAILURE_SOURCES,
+                serde_json::json!({ "cidrs": [format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })] }),
+            ),
+            None => (
+                metrics::AUTH_FAILURE_SOURCES,
+                serde_json::json!({ "count": a.events }),
+            ),
+        },
+    };
+    let id = format!(
+        "{:016x}",
+        fnv1a(format!("{thing}/{}/{}/{}", a.kind.as_str(), a.host, a.at_ms).as_bytes())
+    );
+    let v = serde_json::json!({
+        "violationId": id,
+        "thingName": thing,
+        "securityProfileName": LOG_RULES_PROFILE,
+        "behavior": { "name": a.kind.as_str(), "metric": metric },
+        "metricValue": value,
+        "violationEventType": "in-alarm",
+        "violationEventTime": a.at_ms,
+        "score": 1.0,
+        "explanation": a.detail,
+        "source": a.host,
+    });
+    serde_json::to_vec(&v).expect("a JSON value always serializes")
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// One line for the log: what the report says, in a few numbers.
@@ -421,9 +535,14 @@ pub fn status_text(cfg: &Config) -> anyhow::Result<String> {
 
 /// `edgewarden logs scan`.
 pub fn logs_scan(cfg: &Config, args: &LogsScanArgs) -> anyhow::Result<ExitCode> {
-    let opts = crate::logs::ScanOptions::new(&cfg.logs, args.json, args.lines);
+    let opts = crate::logs::ScanOptions {
+        json: args.json,
+        lines: args.lines,
+        rules: Some(crate::logs::Rules::from_config(&cfg.logs)),
+    };
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    crate::logs::scan_files(&args.files, &opts, &mut out)?;
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    crate::logs::scan_files(&args.files, opts, &mut out)?;
+    std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
 }
