@@ -8,9 +8,9 @@ use std::time::Duration;
 use edgewarden::config::{ReportConfig, ReportFormat};
 use edgewarden::report::{encode, parse_response, Aggregator, ResponseStatus, Topics};
 use edgewarden::snapshot::{ListenPort, MetricValue, Snapshot};
-use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome};
+use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome, TlsOptions};
 use integration_tests::plain_broker::PlainBroker;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 const THING: &str = "gw-test";
@@ -52,7 +52,14 @@ struct Device {
 
 impl Device {
     async fn connect(broker: &PlainBroker) -> Device {
+        Device::connect_with(broker, None).await
+    }
+
+    async fn connect_with(broker: &PlainBroker, tls: Option<TlsConfiguration>) -> Device {
         let mut o = MqttOptions::new(THING, broker.host.clone(), broker.port);
+        if let Some(tls) = tls {
+            o.set_transport(Transport::tls_with_config(tls));
+        }
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(o, 64);
@@ -260,4 +267,113 @@ async fn the_emulator_binary_prints_each_exchange() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A CA and certificates signed by it, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "edgewarden test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ),
+            ("emulator", vec![]),
+            (THING, vec![]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn broker_options(&self) -> String {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+            self.path("ca.pem").display(),
+            self.path("server.pem").display(),
+            self.path("server.key").display()
+        )
+    }
+
+    fn client(&self, name: &str) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.path("ca.pem"),
+            client_auth: Some((
+                self.path(&format!("{name}.pem")),
+                self.path(&format!("{name}.key")),
+            )),
+            alpn: None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_works_over_mutual_tls_and_names_a_wrong_ca() {
+    let pki = Pki::new();
+    let Some(broker) = PlainBroker::start_with(&pki.broker_options()) else {
+        return;
+    };
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.tls = Some(pki.client("emulator"));
+    let emulator = Emulator::spawn(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nbroker log:\n{}", broker.log()));
+
+    let device_tls = TlsConfiguration::Simple {
+        ca: std::fs::read(pki.path("ca.pem")).unwrap(),
+        alpn: None,
+        client_auth: Some((
+            std::fs::read(pki.path(&format!("{THING}.pem"))).unwrap(),
+            std::fs::read(pki.path(&format!("{THING}.key"))).unwrap(),
+        )),
+    };
+    let mut device = Device::connect_with(&broker, Some(device_tls)).await;
+    device
+        .publish(ReportFormat::Cbor, report(42, ReportFormat::Cbor))
+        .await;
+    let (topic, payload) = device.response().await;
+    assert_eq!(topic, Topics::new(THING, ReportFormat::Cbor).accepted);
+    assert_eq!(
+        parse_response(&payload, ReportFormat::Cbor)
+            .unwrap()
+            .report_id,
+        Some(42)
+    );
+    emulator.shutdown().await;
+
+    // A CA that did not sign the broker's certificate: spawning fails and says why.
+    let other = Pki::new();
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.tls = Some(TlsOptions {
+        ca_file: other.path("ca.pem"),
+        ..pki.client("emulator")
+    });
+    opts.connect_timeout = Duration::from_secs(2);
+    let e = Emulator::spawn(opts).await.unwrap_err().to_string();
+    assert!(
+        e.contains("no subscription") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
 }
