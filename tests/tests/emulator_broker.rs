@@ -377,3 +377,36 @@ async fn emulator_works_over_mutual_tls_and_names_a_wrong_ca() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_emulator_records_but_does_not_answer_and_keeps_only_recent_exchanges() {
+    let Some(broker) = PlainBroker::start() else {
+        return;
+    };
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.silent = true;
+    opts.max_exchanges = 2;
+    let emulator = Emulator::spawn(opts).await.unwrap();
+    let mut device = Device::connect(&broker).await;
+    for id in 1..=3 {
+        device
+            .publish(ReportFormat::Json, report(id, ReportFormat::Json))
+            .await;
+    }
+    emulator.wait_for(3, WAIT).await.unwrap();
+    let kept = emulator.exchanges();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].report_id, Some(2));
+    assert!(kept
+        .iter()
+        .all(|e| e.outcome == Outcome::Accepted && e.response.is_some()));
+    let (since, next) = emulator.exchanges_since(2);
+    assert_eq!((since.len(), next), (1, 3));
+    assert_eq!(emulator.stats().accepted, 3);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), device.responses.recv())
+            .await
+            .is_err(),
+        "a silent emulator must not answer"
+    );
+}

@@ -139,13 +139,14 @@ impl KeyStyle {
 pub struct InterfaceName(String);
 
 impl InterfaceName {
-    /// Checks a name; `None` when it cannot be an interface name.
+    /// Checks a name; `None` when it cannot be an interface name (empty, longer than 64 bytes,
+    /// an IP address, or holding whitespace, control characters, `/` or `%`).
     pub fn new(name: &str) -> Option<InterfaceName> {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name
                 .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/' && c != '%')
             && name.parse::<IpAddr>().is_err();
         ok.then(|| InterfaceName(name.to_owned()))
     }
@@ -923,6 +924,7 @@ mod tests {
         assert!(InterfaceName::new("::").is_none());
         assert!(InterfaceName::new("fe80::1").is_none());
         assert!(InterfaceName::new("a b").is_none());
+        assert!(InterfaceName::new("fe80::1%eth0").is_none());
     }
 
     #[test]
