@@ -1,8 +1,8 @@
 //! The AWS IoT Device Defender wire schema: the only module that knows its field names.
 //!
-//! One set of types serves both key styles. Each type serializes itself through a [`Keys`] table,
-//! so the long-name and short-name documents cannot drift apart, and CBOR (text keys, definite
-//! lengths) reuses the very same serializer. Invariants the service depends on live in the
+//! One set of types serves both key styles. Each type serializes itself through a key table
+//! (`Keys`), so the long-name and short-name documents cannot drift apart, and CBOR (text keys,
+//! definite lengths) reuses the very same serializer. Invariants the service depends on live in the
 //! types rather than in the encoder:
 //!
 //! - a custom metric is a [`CustomMetric`], which *is* the mandatory one-element array: there is no
