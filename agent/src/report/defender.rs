@@ -357,9 +357,45 @@ impl Connection {
 /// Formats a peer as `a.b.c.d:port` or `[v6]:port`, without an IPv6 scope id (which the service
 /// could not parse and which means nothing off the device).
 pub fn format_remote_addr(a: &SocketAddr) -> String {
-    match a.ip().to_canonical() {
-        IpAddr::V4(ip) => format!("{ip}:{}", a.port()),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", a.port()),
+    RemoteAddr(a).to_string()
+}
+
+/// `remote_addr` text, written without an intermediate `String`.
+struct RemoteAddr<'a>(&'a SocketAddr);
+
+impl fmt::Display for RemoteAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.ip().to_canonical() {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.0.port()),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.0.port()),
+        }
+    }
+}
+
+impl Serialize for RemoteAddr<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// IP addresses as a list of strings, written without intermediate `String`s.
+struct IpStrings<'a>(&'a [IpAddr]);
+
+impl Serialize for IpStrings<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for ip in self.0 {
+            seq.serialize_element(&IpText(ip))?;
+        }
+        seq.end()
+    }
+}
+
+struct IpText<'a>(&'a IpAddr);
+
+impl Serialize for IpText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
     }
 }
 
@@ -574,10 +610,7 @@ impl Serialize for CustomMetric {
                     CustomValue::Number(n) => m.serialize_entry(key, n)?,
                     CustomValue::NumberList(ns) => m.serialize_entry(key, ns)?,
                     CustomValue::StringList(ss) => m.serialize_entry(key, ss)?,
-                    CustomValue::IpList(ips) => m.serialize_entry(
-                        key,
-                        &ips.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-                    )?,
+                    CustomValue::IpList(ips) => m.serialize_entry(key, &IpStrings(ips))?,
                 }
                 m.end()
             }
@@ -775,7 +808,7 @@ impl Serialize for Keyed<'_, Connection> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (x, k) = (self.0, self.1);
         let mut m = s.serialize_map(Some(2 + usize::from(x.local_interface.is_some())))?;
-        m.serialize_entry(k.remote_addr, &x.remote_addr())?;
+        m.serialize_entry(k.remote_addr, &RemoteAddr(&x.remote))?;
         m.serialize_entry(k.local_port, &x.local_port)?;
         if let Some(i) = &x.local_interface {
             m.serialize_entry(k.local_interface, i.as_str())?;
