@@ -671,6 +671,32 @@ impl MetricsReport {
         &self.custom_metrics
     }
 
+    /// One line for logs: id, list totals, traffic and the number of custom metrics.
+    pub fn summary(&self) -> String {
+        let m = &self.metrics;
+        let total =
+            |l: &Option<PortList>| l.as_ref().map_or("-".to_owned(), |l| l.total.to_string());
+        let conns = m
+            .tcp_connections
+            .as_ref()
+            .map_or("-".to_owned(), |c| c.total.to_string());
+        let net = m.network_stats.map_or("-".to_owned(), |n| {
+            format!(
+                "{}/{} B in/out, {}/{} packets in/out",
+                n.bytes_in, n.bytes_out, n.packets_in, n.packets_out
+            )
+        });
+        format!(
+            "report {}: {} TCP / {} UDP listening ports, {} connections, {}, {} custom metrics",
+            self.header.report_id,
+            total(&m.listening_tcp_ports),
+            total(&m.listening_udp_ports),
+            conns,
+            net,
+            self.custom_metrics.len()
+        )
+    }
+
     fn sends_metrics(&self) -> bool {
         !self.metrics.is_empty() || self.custom_metrics.is_empty()
     }
