@@ -221,21 +221,23 @@ async fn the_emulator_binary_prints_each_exchange() {
     let Some(broker) = PlainBroker::start() else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
-        .args([
-            "--broker",
-            &broker.addr(),
-            "--throttle",
-            "reject",
-            "--min-interval",
-            "300s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
+            .args([
+                "--broker",
+                &broker.addr(),
+                "--throttle",
+                "reject",
+                "--min-interval",
+                "300s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The binary announces itself on stderr once subscribed.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let mut err_lines = BufReader::new(stderr).lines();
     let first = err_lines.next().unwrap().unwrap();
     assert!(first.contains("listening on"), "{first}");
@@ -256,7 +258,7 @@ async fn the_emulator_binary_prints_each_exchange() {
         }
         other => panic!("expected a throttling rejection, got {other:?}"),
     }
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let l1 = lines.next().unwrap().unwrap();
     assert!(l1.contains("gw-test json report_id=10 ACCEPTED"), "{l1}");
@@ -265,8 +267,16 @@ async fn the_emulator_binary_prints_each_exchange() {
         l2.contains("report_id=11 REJECTED EmulatorThrottled"),
         "{l2}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+}
+
+/// Kills the child process (by its PID) even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A CA and certificates signed by it, written as PEM files.
