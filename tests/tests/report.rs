@@ -694,6 +694,15 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
     let conn = (any::<[u8; 16]>(), any::<u16>(), any::<u16>(), any::<bool>());
     let custom_value = prop_oneof![
         any::<f64>().prop_map(MetricValue::Number),
+        prop_oneof![
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(-0.0),
+            Just(9.999_999_999_999_999e14),
+        ]
+        .prop_map(MetricValue::Number),
         proptest::collection::vec(any::<f64>(), 0..8).prop_map(MetricValue::NumberList),
         proptest::collection::vec(".{0,20}", 0..8).prop_map(MetricValue::StringList),
         proptest::collection::vec(any::<[u8; 16]>(), 0..8).prop_map(|ips| {

@@ -500,10 +500,19 @@ fn round_significant(v: f64) -> f64 {
     if v == 0.0 {
         return 0.0;
     }
-    format!("{v:.14e}")
+    let r: f64 = format!("{v:.14e}")
         .parse()
-        .expect("a formatted finite f64 parses back")
+        .expect("a formatted finite f64 parses back");
+    if r.is_finite() {
+        r
+    } else {
+        // Rounding up near f64::MAX overflowed: the largest 15-digit value below it instead.
+        LARGEST_15_DIGITS.copysign(v)
+    }
 }
+
+/// The largest 15-significant-digit decimal that is a finite double.
+const LARGEST_15_DIGITS: f64 = 1.79769313486231e308;
 
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -962,6 +971,15 @@ mod tests {
             Number::new(1234567890123456789.0).map(|n| n.value()),
             Some(1.23456789012346e18)
         );
+        assert_eq!(
+            Number::new(f64::MAX).map(|n| n.value()),
+            Some(1.79769313486231e308)
+        );
+        assert_eq!(
+            Number::new(f64::MIN).map(|n| n.value()),
+            Some(-1.79769313486231e308)
+        );
+        assert_eq!(Number::new(5e-324).map(|n| n.value()), Some(5e-324));
         assert!(Number::new(f64::NAN).is_none());
         assert!(Number::new(f64::INFINITY).is_none());
     }
