@@ -12,7 +12,7 @@
 //! "thing name equals client id" rule), RETAIN on the original publish, and subscriptions to the
 //! publish topic; those are broker-side rules.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,8 @@ pub const REPORT_FILTER: &str = "$aws/things/+/defender/metrics/+";
 pub const THROTTLED_CODE: &str = "EmulatorThrottled";
 /// Error message of a report on a thing name Device Defender refuses.
 pub const BAD_THING_MESSAGE: &str = "Invalid thing name";
+/// Accepted reports kept per thing for [`Engine::series`]; older ones are forgotten.
+pub const SERIES_CAP: usize = 10_000;
 
 /// What to do with a report that comes sooner than the minimum interval after the thing's last
 /// accepted one.
@@ -97,6 +99,10 @@ pub struct EmulatorOptions {
     pub min_interval: Duration,
     /// How long [`Emulator::spawn`] waits for the subscription to be acknowledged.
     pub connect_timeout: Duration,
+    /// Decide and record answers but publish none (to test a device's response timeout).
+    pub silent: bool,
+    /// Exchanges kept in memory; the oldest are forgotten beyond it (they stay counted).
+    pub max_exchanges: usize,
 }
 
 impl EmulatorOptions {
@@ -112,6 +118,8 @@ impl EmulatorOptions {
             throttle: ThrottleMode::Off,
             min_interval: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
+            silent: false,
+            max_exchanges: 100_000,
         }
     }
 }
@@ -249,8 +257,8 @@ pub struct Stats {
 struct ThingState {
     last_id: Option<u64>,
     last_accepted: Option<Instant>,
-    /// Accepted reports: (report_id, long-name document).
-    series: Vec<(u64, Value)>,
+    /// Accepted reports: (report_id, long-name document), at most [`SERIES_CAP`].
+    series: VecDeque<(u64, Value)>,
 }
 
 /// The emulator's decisions, without I/O: feed it publishes, get exchanges.
@@ -317,7 +325,7 @@ impl Engine {
     pub fn series(&self, thing: &str) -> Vec<(u64, Value)> {
         self.things
             .get(thing)
-            .map(|t| t.series.clone())
+            .map(|t| t.series.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -409,7 +417,12 @@ impl Engine {
                 .map_or(valid.report_id, |l| l.max(valid.report_id)),
         );
         state.last_accepted = Some(now);
-        state.series.push((valid.report_id, valid.document.clone()));
+        if state.series.len() == SERIES_CAP {
+            state.series.pop_front();
+        }
+        state
+            .series
+            .push_back((valid.report_id, valid.document.clone()));
         self.stats.accepted += 1;
         if !ex.flags.is_empty() {
             self.stats.flagged += 1;
@@ -458,7 +471,11 @@ impl Engine {
 #[derive(Debug)]
 struct Shared {
     engine: Engine,
-    exchanges: Vec<Exchange>,
+    /// The most recent exchanges, at most `max_exchanges`.
+    exchanges: VecDeque<Exchange>,
+    /// Exchanges forgotten from the front of `exchanges`.
+    forgotten: usize,
+    max_exchanges: usize,
     last_error: Option<String>,
 }
 
@@ -486,7 +503,9 @@ impl Emulator {
         };
         let shared = Arc::new(Mutex::new(Shared {
             engine: Engine::new(validator, opts.throttle, opts.min_interval),
-            exchanges: Vec::new(),
+            exchanges: VecDeque::new(),
+            forgotten: 0,
+            max_exchanges: opts.max_exchanges.max(1),
             last_error: None,
         }));
         let (count_tx, count_rx) = watch::channel(0usize);
@@ -499,7 +518,13 @@ impl Emulator {
             Some(ready_tx),
             shared.clone(),
         ));
-        let worker = tokio::spawn(work(pub_rx, client.clone(), shared.clone(), count_tx));
+        let worker = tokio::spawn(work(
+            pub_rx,
+            client.clone(),
+            shared.clone(),
+            count_tx,
+            opts.silent,
+        ));
         let handle = EmulatorHandle {
             client,
             shared,
@@ -602,11 +627,12 @@ async fn work(
     client: AsyncClient,
     shared: Arc<Mutex<Shared>>,
     count: watch::Sender<usize>,
+    silent: bool,
 ) {
     while let Some((topic, payload, at, at_ms)) = publishes.recv().await {
         let ex = lock(&shared).engine.handle(&topic, &payload, at, at_ms);
         tracing::info!("{ex}");
-        if let Some(r) = &ex.response {
+        if let Some(r) = ex.response.as_ref().filter(|_| !silent) {
             if let Err(e) = client
                 .publish(r.topic.clone(), QoS::AtLeastOnce, false, r.payload.clone())
                 .await
@@ -617,8 +643,12 @@ async fn work(
         }
         let n = {
             let mut s = lock(&shared);
-            s.exchanges.push(ex);
-            s.exchanges.len()
+            if s.exchanges.len() >= s.max_exchanges {
+                s.exchanges.pop_front();
+                s.forgotten += 1;
+            }
+            s.exchanges.push_back(ex);
+            s.forgotten + s.exchanges.len()
         };
         let _ = count.send(n);
     }
@@ -645,9 +675,23 @@ pub struct EmulatorHandle {
 }
 
 impl EmulatorHandle {
-    /// Every exchange so far, in arrival order.
+    /// Every exchange so far (the most recent `max_exchanges`), in arrival order.
     pub fn exchanges(&self) -> Vec<Exchange> {
-        lock(&self.shared).exchanges.clone()
+        lock(&self.shared).exchanges.iter().cloned().collect()
+    }
+
+    /// The exchanges from the `n`-th on (0-based, counting forgotten ones), as far as still
+    /// kept, and the index to ask from next time.
+    pub fn exchanges_since(&self, n: usize) -> (Vec<Exchange>, usize) {
+        let s = lock(&self.shared);
+        let skip = n.saturating_sub(s.forgotten);
+        let next = s.forgotten + s.exchanges.len();
+        (s.exchanges.iter().skip(skip).cloned().collect(), next)
+    }
+
+    /// Number of exchanges recorded so far, including forgotten ones.
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
     }
 
     /// Counts so far.

@@ -1,6 +1,8 @@
 //! A plain (no TLS) mosquitto on a free loopback port, for tests that only need a broker.
 //!
-//! `MQTT_BROKER_ADDR=host:port` reuses a running broker instead. When mosquitto is not
+//! [`PlainBroker::start_with`] adds listener options (e.g. TLS files) for the occasional test
+//! that needs them. `MQTT_BROKER_ADDR=host:port` makes [`PlainBroker::start`] reuse a running
+//! broker instead. When mosquitto is not
 //! installed, [`PlainBroker::start`] says so loudly on stderr and returns `None`, so the caller can
 //! skip. The broker is killed (by its PID) when the value is dropped.
 
@@ -38,6 +40,12 @@ impl PlainBroker {
                 dir: None,
             });
         }
+        PlainBroker::start_with("")
+    }
+
+    /// Starts a private mosquitto whose listener also gets `listener_options` (mosquitto.conf
+    /// lines such as `cafile …`, `require_certificate true`). `None` when mosquitto is missing.
+    pub fn start_with(listener_options: &str) -> Option<PlainBroker> {
         let Some(bin) = find_mosquitto() else {
             eprintln!(
                 "SKIPPED: mosquitto is not installed (apt-get install -y mosquitto), \
@@ -48,7 +56,7 @@ impl PlainBroker {
         // Another process may take the port between our probe and mosquitto's bind: retry.
         let mut last_err = String::new();
         for _ in 0..5 {
-            match try_start(&bin) {
+            match try_start(&bin, listener_options) {
                 Ok(b) => return Some(b),
                 Err(e) => last_err = e,
             }
@@ -94,16 +102,18 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("local_addr: {e}"))
 }
 
-fn try_start(bin: &PathBuf) -> Result<PlainBroker, String> {
+fn try_start(bin: &PathBuf, listener_options: &str) -> Result<PlainBroker, String> {
     let port = free_port()?;
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let conf = dir.path().join("mosquitto.conf");
     let log = dir.path().join("mosquitto.log");
     let mut f = std::fs::File::create(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+    // `user root`: started as root, mosquitto would otherwise switch to its own user and lose
+    // access to the private temporary directory (log, certificates). Ignored when not root.
     write!(
         f,
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-         log_dest file {}\nlog_type all\n",
+        "user root\npersistence false\nlog_dest file {}\nlog_type all\n\
+         allow_anonymous true\nlistener {port} 127.0.0.1\n{listener_options}\n",
         log.display()
     )
     .map_err(|e| format!("{}: {e}", conf.display()))?;

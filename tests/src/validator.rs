@@ -306,6 +306,30 @@ impl Validator {
         self
     }
 
+    /// Checks a publish as the service receives it: the topic must be a report topic with a
+    /// valid thing name, then the payload is validated in the topic's encoding.
+    pub fn validate_publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(ReportTopic, ValidReport), InvalidReport> {
+        let fail = |message: String| InvalidReport {
+            report_id: None,
+            problems: vec![Finding {
+                path: String::new(),
+                message,
+            }],
+        };
+        let rt = parse_report_topic(topic).ok_or_else(|| {
+            fail(format!(
+                "{topic:?} is not $aws/things/<thingName>/defender/metrics/(json|cbor)"
+            ))
+        })?;
+        check_thing_name(&rt.thing, self.mode).map_err(fail)?;
+        let ok = self.validate(payload, rt.encoding)?;
+        Ok((rt, ok))
+    }
+
     /// Decodes and checks one payload.
     pub fn validate(
         &self,

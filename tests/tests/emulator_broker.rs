@@ -8,9 +8,9 @@ use std::time::Duration;
 use edgewarden::config::{ReportConfig, ReportFormat};
 use edgewarden::report::{encode, parse_response, Aggregator, ResponseStatus, Topics};
 use edgewarden::snapshot::{ListenPort, MetricValue, Snapshot};
-use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome};
+use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome, TlsOptions};
 use integration_tests::plain_broker::PlainBroker;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 const THING: &str = "gw-test";
@@ -52,7 +52,14 @@ struct Device {
 
 impl Device {
     async fn connect(broker: &PlainBroker) -> Device {
+        Device::connect_with(broker, None).await
+    }
+
+    async fn connect_with(broker: &PlainBroker, tls: Option<TlsConfiguration>) -> Device {
         let mut o = MqttOptions::new(THING, broker.host.clone(), broker.port);
+        if let Some(tls) = tls {
+            o.set_transport(Transport::tls_with_config(tls));
+        }
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(o, 64);
@@ -214,21 +221,23 @@ async fn the_emulator_binary_prints_each_exchange() {
     let Some(broker) = PlainBroker::start() else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
-        .args([
-            "--broker",
-            &broker.addr(),
-            "--throttle",
-            "reject",
-            "--min-interval",
-            "300s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
+            .args([
+                "--broker",
+                &broker.addr(),
+                "--throttle",
+                "reject",
+                "--min-interval",
+                "300s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The binary announces itself on stderr once subscribed.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let mut err_lines = BufReader::new(stderr).lines();
     let first = err_lines.next().unwrap().unwrap();
     assert!(first.contains("listening on"), "{first}");
@@ -249,7 +258,7 @@ async fn the_emulator_binary_prints_each_exchange() {
         }
         other => panic!("expected a throttling rejection, got {other:?}"),
     }
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let l1 = lines.next().unwrap().unwrap();
     assert!(l1.contains("gw-test json report_id=10 ACCEPTED"), "{l1}");
@@ -258,6 +267,156 @@ async fn the_emulator_binary_prints_each_exchange() {
         l2.contains("report_id=11 REJECTED EmulatorThrottled"),
         "{l2}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+}
+
+/// Kills the child process (by its PID) even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and certificates signed by it, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "edgewarden test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ),
+            ("emulator", vec![]),
+            (THING, vec![]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn broker_options(&self) -> String {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+            self.path("ca.pem").display(),
+            self.path("server.pem").display(),
+            self.path("server.key").display()
+        )
+    }
+
+    fn client(&self, name: &str) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.path("ca.pem"),
+            client_auth: Some((
+                self.path(&format!("{name}.pem")),
+                self.path(&format!("{name}.key")),
+            )),
+            alpn: None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_works_over_mutual_tls_and_names_a_wrong_ca() {
+    let pki = Pki::new();
+    let Some(broker) = PlainBroker::start_with(&pki.broker_options()) else {
+        return;
+    };
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.tls = Some(pki.client("emulator"));
+    let emulator = Emulator::spawn(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nbroker log:\n{}", broker.log()));
+
+    let device_tls = TlsConfiguration::Simple {
+        ca: std::fs::read(pki.path("ca.pem")).unwrap(),
+        alpn: None,
+        client_auth: Some((
+            std::fs::read(pki.path(&format!("{THING}.pem"))).unwrap(),
+            std::fs::read(pki.path(&format!("{THING}.key"))).unwrap(),
+        )),
+    };
+    let mut device = Device::connect_with(&broker, Some(device_tls)).await;
+    device
+        .publish(ReportFormat::Cbor, report(42, ReportFormat::Cbor))
+        .await;
+    let (topic, payload) = device.response().await;
+    assert_eq!(topic, Topics::new(THING, ReportFormat::Cbor).accepted);
+    assert_eq!(
+        parse_response(&payload, ReportFormat::Cbor)
+            .unwrap()
+            .report_id,
+        Some(42)
+    );
+    emulator.shutdown().await;
+
+    // A CA that did not sign the broker's certificate: spawning fails and says why.
+    let other = Pki::new();
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.tls = Some(TlsOptions {
+        ca_file: other.path("ca.pem"),
+        ..pki.client("emulator")
+    });
+    opts.connect_timeout = Duration::from_secs(2);
+    let e = Emulator::spawn(opts).await.unwrap_err().to_string();
+    assert!(
+        e.contains("no subscription") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_emulator_records_but_does_not_answer_and_keeps_only_recent_exchanges() {
+    let Some(broker) = PlainBroker::start() else {
+        return;
+    };
+    let mut opts = EmulatorOptions::new(broker.host.clone(), broker.port);
+    opts.silent = true;
+    opts.max_exchanges = 2;
+    let emulator = Emulator::spawn(opts).await.unwrap();
+    let mut device = Device::connect(&broker).await;
+    for id in 1..=3 {
+        device
+            .publish(ReportFormat::Json, report(id, ReportFormat::Json))
+            .await;
+    }
+    emulator.wait_for(3, WAIT).await.unwrap();
+    let kept = emulator.exchanges();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].report_id, Some(2));
+    assert!(kept
+        .iter()
+        .all(|e| e.outcome == Outcome::Accepted && e.response.is_some()));
+    let (since, next) = emulator.exchanges_since(2);
+    assert_eq!((since.len(), next), (1, 3));
+    assert_eq!(emulator.stats().accepted, 3);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), device.responses.recv())
+            .await
+            .is_err(),
+        "a silent emulator must not answer"
+    );
 }

@@ -685,6 +685,118 @@ fn strict_is_the_default_mode() {
     assert_eq!(Validator::default().mode, Mode::Strict);
 }
 
+fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
+    let port = (
+        any::<u16>(),
+        proptest::option::of("[a-z]{1,4}[0-9]{0,2}"),
+        any::<bool>(),
+    );
+    let conn = (any::<[u8; 16]>(), any::<u16>(), any::<u16>(), any::<bool>());
+    let custom_value = prop_oneof![
+        any::<f64>().prop_map(MetricValue::Number),
+        prop_oneof![
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(-0.0),
+            Just(9.999_999_999_999_999e14),
+        ]
+        .prop_map(MetricValue::Number),
+        proptest::collection::vec(any::<f64>(), 0..8).prop_map(MetricValue::NumberList),
+        proptest::collection::vec(".{0,20}", 0..8).prop_map(MetricValue::StringList),
+        proptest::collection::vec(any::<[u8; 16]>(), 0..8).prop_map(|ips| {
+            MetricValue::IpList(
+                ips.into_iter()
+                    .map(|b| std::net::IpAddr::from(b).to_canonical())
+                    .collect(),
+            )
+        }),
+    ];
+    (
+        proptest::collection::vec(port, 0..70),
+        proptest::collection::vec(conn, 0..70),
+        proptest::collection::btree_map("[a-zA-Z0-9:_-]{1,20}", custom_value, 0..6),
+        proptest::option::of(any::<(u32, u32, u32, u32)>()),
+    )
+        .prop_map(|(ports, conns, custom, net)| Snapshot {
+            seq: 2,
+            at_ms: 1,
+            interval_ms: 10_000,
+            net: net.map(|(a, b, c, d)| NetDelta {
+                bytes_in: a.into(),
+                bytes_out: b.into(),
+                packets_in: c.into(),
+                packets_out: d.into(),
+            }),
+            tcp_listen: Some(
+                ports
+                    .iter()
+                    .map(|(p, i, v6)| listen(*p, if *v6 { "::" } else { "0.0.0.0" }, i.as_deref()))
+                    .collect(),
+            ),
+            udp_listen: Some(Vec::new()),
+            established: Some(
+                conns
+                    .iter()
+                    .map(|(ip, rp, lp, v4)| {
+                        let remote = if *v4 {
+                            std::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]])
+                        } else {
+                            std::net::IpAddr::from(*ip)
+                        };
+                        TcpConn {
+                            local: std::net::SocketAddr::from(([10, 0, 0, 1], *lp)),
+                            remote: std::net::SocketAddr::new(remote, *rp),
+                            interface: Some("eth0".into()),
+                        }
+                    })
+                    .collect(),
+            ),
+            custom: custom
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with("aws:"))
+                .collect(),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the collectors hand over, the agent's report passes the strict validator in
+    /// every encoding, carries no value-quality flag (numbers are rounded, strings sanitised),
+    /// and the three encodings decode to the same document.
+    #[test]
+    fn every_aggregated_report_is_strictly_valid_in_every_encoding(
+        snap in arb_snapshot(),
+        rid in 1u64..=i64::MAX as u64,
+    ) {
+        let cfg = ReportConfig {
+            interval: Duration::from_secs(300),
+            format: ReportFormat::Json,
+            max_ports: 50,
+            max_connections: 50,
+            warm_up: Duration::from_secs(10),
+        };
+        let mut a = Aggregator::new(&cfg);
+        a.add(&snap);
+        let report = a.take(rid);
+        let mut docs = Vec::new();
+        for (format, _) in GOLDEN {
+            let bytes = encode(&report, format);
+            let ok = Validator::strict()
+                .validate(&bytes, encoding_of(format))
+                .map_err(|e| TestCaseError::fail(format!("{format:?}: {e}")))?;
+            prop_assert_eq!(ok.report_id, rid);
+            prop_assert!(ok.flags.is_empty(), "{:?}: {:?}", format, ok.flags);
+            prop_assert!(ok.warnings.is_empty(), "{:?}: {:?}", format, ok.warnings);
+            docs.push(ok.document);
+        }
+        prop_assert_eq!(&docs[0], &docs[1]);
+        prop_assert_eq!(&docs[0], &docs[2]);
+    }
+}
+
 proptest! {
     #[test]
     fn the_validator_never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -709,4 +821,40 @@ proptest! {
         let _ = Validator::strict().validate(&bytes, encoding_of(format));
         let _ = Validator::lenient().validate(&bytes, encoding_of(format));
     }
+}
+
+#[test]
+fn publishes_are_checked_by_topic_thing_name_and_payload() {
+    let v = Validator::strict();
+    let payload = encode(&golden_report(), ReportFormat::Cbor);
+    let (topic, ok) = v
+        .validate_publish("$aws/things/gw-0042/defender/metrics/cbor", &payload)
+        .unwrap();
+    assert_eq!(topic.thing, "gw-0042");
+    assert_eq!(topic.encoding, Encoding::Cbor);
+    assert_eq!(ok.report_id, 1_767_225_600_123);
+    // The payload is decoded as the topic says.
+    let e = v
+        .validate_publish("$aws/things/gw-0042/defender/metrics/json", &payload)
+        .unwrap_err();
+    assert!(e.mentions("not UTF-8") || e.mentions("not JSON"), "{e}");
+    let e = v
+        .validate_publish(
+            "$aws/things/gw-0042/defender/metrics/json/accepted",
+            &payload,
+        )
+        .unwrap_err();
+    assert!(e.mentions("is not $aws/things/"), "{e}");
+    let e = v
+        .validate_publish("$aws/things/gw 42/defender/metrics/cbor", &payload)
+        .unwrap_err();
+    assert!(e.mentions("is not [a-zA-Z0-9:_-]+"), "{e}");
+    let long = format!("$aws/things/{}/defender/metrics/cbor", "g".repeat(129));
+    assert!(v
+        .validate_publish(&long, &payload)
+        .unwrap_err()
+        .mentions("1-128 bytes"));
+    assert!(Validator::lenient()
+        .validate_publish("$aws/things/gw 42/defender/metrics/cbor", &payload)
+        .is_ok());
 }

@@ -1,8 +1,8 @@
 //! The AWS IoT Device Defender wire schema: the only module that knows its field names.
 //!
-//! One set of types serves both key styles. Each type serializes itself through a [`Keys`] table,
-//! so the long-name and short-name documents cannot drift apart, and CBOR (text keys, definite
-//! lengths) reuses the very same serializer. Invariants the service depends on live in the
+//! One set of types serves both key styles. Each type serializes itself through a key table
+//! (`Keys`), so the long-name and short-name documents cannot drift apart, and CBOR (text keys,
+//! definite lengths) reuses the very same serializer. Invariants the service depends on live in the
 //! types rather than in the encoder:
 //!
 //! - a custom metric is a [`CustomMetric`], which *is* the mandatory one-element array: there is no
@@ -139,13 +139,14 @@ impl KeyStyle {
 pub struct InterfaceName(String);
 
 impl InterfaceName {
-    /// Checks a name; `None` when it cannot be an interface name.
+    /// Checks a name; `None` when it cannot be an interface name (empty, longer than 64 bytes,
+    /// an IP address, or holding whitespace, control characters, `/` or `%`).
     pub fn new(name: &str) -> Option<InterfaceName> {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name
                 .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/' && c != '%')
             && name.parse::<IpAddr>().is_err();
         ok.then(|| InterfaceName(name.to_owned()))
     }
@@ -356,9 +357,45 @@ impl Connection {
 /// Formats a peer as `a.b.c.d:port` or `[v6]:port`, without an IPv6 scope id (which the service
 /// could not parse and which means nothing off the device).
 pub fn format_remote_addr(a: &SocketAddr) -> String {
-    match a.ip().to_canonical() {
-        IpAddr::V4(ip) => format!("{ip}:{}", a.port()),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", a.port()),
+    RemoteAddr(a).to_string()
+}
+
+/// `remote_addr` text, written without an intermediate `String`.
+struct RemoteAddr<'a>(&'a SocketAddr);
+
+impl fmt::Display for RemoteAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.ip().to_canonical() {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.0.port()),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.0.port()),
+        }
+    }
+}
+
+impl Serialize for RemoteAddr<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// IP addresses as a list of strings, written without intermediate `String`s.
+struct IpStrings<'a>(&'a [IpAddr]);
+
+impl Serialize for IpStrings<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for ip in self.0 {
+            seq.serialize_element(&IpText(ip))?;
+        }
+        seq.end()
+    }
+}
+
+struct IpText<'a>(&'a IpAddr);
+
+impl Serialize for IpText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
     }
 }
 
@@ -463,10 +500,19 @@ fn round_significant(v: f64) -> f64 {
     if v == 0.0 {
         return 0.0;
     }
-    format!("{v:.14e}")
+    let r: f64 = format!("{v:.14e}")
         .parse()
-        .expect("a formatted finite f64 parses back")
+        .expect("a formatted finite f64 parses back");
+    if r.is_finite() {
+        r
+    } else {
+        // Rounding up near f64::MAX overflowed: the largest 15-digit value below it instead.
+        LARGEST_15_DIGITS.copysign(v)
+    }
 }
+
+/// The largest 15-significant-digit decimal that is a finite double.
+const LARGEST_15_DIGITS: f64 = 1.79769313486231e308;
 
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -573,10 +619,7 @@ impl Serialize for CustomMetric {
                     CustomValue::Number(n) => m.serialize_entry(key, n)?,
                     CustomValue::NumberList(ns) => m.serialize_entry(key, ns)?,
                     CustomValue::StringList(ss) => m.serialize_entry(key, ss)?,
-                    CustomValue::IpList(ips) => m.serialize_entry(
-                        key,
-                        &ips.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-                    )?,
+                    CustomValue::IpList(ips) => m.serialize_entry(key, &IpStrings(ips))?,
                 }
                 m.end()
             }
@@ -635,6 +678,32 @@ impl MetricsReport {
     /// The custom metrics, by name.
     pub fn custom_metrics(&self) -> &BTreeMap<MetricName, CustomMetric> {
         &self.custom_metrics
+    }
+
+    /// One line for logs: id, list totals, traffic and the number of custom metrics.
+    pub fn summary(&self) -> String {
+        let m = &self.metrics;
+        let total =
+            |l: &Option<PortList>| l.as_ref().map_or("-".to_owned(), |l| l.total.to_string());
+        let conns = m
+            .tcp_connections
+            .as_ref()
+            .map_or("-".to_owned(), |c| c.total.to_string());
+        let net = m.network_stats.map_or("-".to_owned(), |n| {
+            format!(
+                "{}/{} B in/out, {}/{} packets in/out",
+                n.bytes_in, n.bytes_out, n.packets_in, n.packets_out
+            )
+        });
+        format!(
+            "report {}: {} TCP / {} UDP listening ports, {} connections, {}, {} custom metrics",
+            self.header.report_id,
+            total(&m.listening_tcp_ports),
+            total(&m.listening_udp_ports),
+            conns,
+            net,
+            self.custom_metrics.len()
+        )
     }
 
     fn sends_metrics(&self) -> bool {
@@ -774,7 +843,7 @@ impl Serialize for Keyed<'_, Connection> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (x, k) = (self.0, self.1);
         let mut m = s.serialize_map(Some(2 + usize::from(x.local_interface.is_some())))?;
-        m.serialize_entry(k.remote_addr, &x.remote_addr())?;
+        m.serialize_entry(k.remote_addr, &RemoteAddr(&x.remote))?;
         m.serialize_entry(k.local_port, &x.local_port)?;
         if let Some(i) = &x.local_interface {
             m.serialize_entry(k.local_interface, i.as_str())?;
@@ -902,6 +971,15 @@ mod tests {
             Number::new(1234567890123456789.0).map(|n| n.value()),
             Some(1.23456789012346e18)
         );
+        assert_eq!(
+            Number::new(f64::MAX).map(|n| n.value()),
+            Some(1.79769313486231e308)
+        );
+        assert_eq!(
+            Number::new(f64::MIN).map(|n| n.value()),
+            Some(-1.79769313486231e308)
+        );
+        assert_eq!(Number::new(5e-324).map(|n| n.value()), Some(5e-324));
         assert!(Number::new(f64::NAN).is_none());
         assert!(Number::new(f64::INFINITY).is_none());
     }
@@ -923,6 +1001,7 @@ mod tests {
         assert!(InterfaceName::new("::").is_none());
         assert!(InterfaceName::new("fe80::1").is_none());
         assert!(InterfaceName::new("a b").is_none());
+        assert!(InterfaceName::new("fe80::1%eth0").is_none());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Encoding reports (long JSON, short JSON, CBOR) and decoding Device Defender's responses.
 //!
 //! CBOR documents use short key names as text strings (never integer keys), definite-length maps
-//! and arrays and the smallest integer width, like AWS's own CBOR agents (spec §2.10).
+//! and arrays and the smallest integer width, like AWS's own CBOR agents (spec §2.10). CBOR is
+//! written with `ciborium`: `serde_cbor` is unmaintained (RUSTSEC-2021-0127), and ciborium
+//! writes the same text-keyed maps from the same serde implementations.
 
 use std::fmt;
 

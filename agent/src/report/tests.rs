@@ -132,6 +132,23 @@ fn long_and_short_documents_carry_the_same_values() {
 }
 
 #[test]
+fn the_summary_names_totals_traffic_and_custom_metrics() {
+    let mut a = Aggregator::new(&cfg(1, 1));
+    let mut s = snap(2, 10_000);
+    s.net = Some(net(100));
+    s.tcp_listen = Some(vec![
+        listen(22, "0.0.0.0", None),
+        listen(80, "0.0.0.0", None),
+    ]);
+    s.custom.insert("x".into(), MetricValue::Number(1.0));
+    a.add(&s);
+    assert_eq!(
+        a.take(9).summary(),
+        "report 9: 2 TCP / - UDP listening ports, - connections, 100/200 B in/out, 10/20 packets in/out, 1 custom metrics"
+    );
+}
+
+#[test]
 fn traffic_deltas_are_summed_and_warm_up_counters_ignored() {
     let mut a = Aggregator::new(&cfg(50, 50));
     let mut warm = snap(1, 0);

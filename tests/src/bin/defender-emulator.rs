@@ -59,6 +59,9 @@ struct Args {
     /// Start from an empty registry instead of edgewarden's custom metrics.
     #[arg(long)]
     no_edgewarden_metrics: bool,
+    /// Record answers but publish none (lets a device test its response timeout).
+    #[arg(long)]
+    silent: bool,
     /// Do not check custom metric registration at all.
     #[arg(long, conflicts_with_all = ["metrics", "no_edgewarden_metrics"])]
     no_registry: bool,
@@ -122,6 +125,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Mode::Strict
     };
     opts.throttle = args.throttle;
+    opts.silent = args.silent;
+    // Each exchange is printed as it comes; only recent ones need to stay in memory.
+    opts.max_exchanges = 1_000;
     opts.min_interval = args.min_interval;
     opts.registry = if args.no_registry {
         None
@@ -146,11 +152,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             res = emulator.wait_for(printed + 1, std::time::Duration::from_secs(3600)) => {
-                if let Ok(all) = res {
-                    for ex in &all[printed..] {
+                if res.is_ok() {
+                    let (new, next) = emulator.exchanges_since(printed);
+                    for ex in &new {
                         print_exchange(ex);
                     }
-                    printed = all.len();
+                    printed = next;
                 }
             }
         }
