@@ -376,7 +376,7 @@ async fn emit_report(
     };
     let rep = aggregator.take(id);
     match sink.report(cfg, &rep).await {
-        Ok(()) => info!(report_id = id, summary = %summary(&rep), "Report stored."),
+        Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
         Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
     }
 }
@@ -437,23 +437,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// One line for the log: what the report says, in a few numbers.
-fn summary(rep: &report::MetricsReport) -> String {
-    let v: serde_json::Value =
-        serde_json::from_slice(&report::encode(rep, ReportFormat::Json)).unwrap_or_default();
-    let m = &v["metrics"];
-    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
-    format!(
-        "tcp_listen={} udp_listen={} established={} bytes_in={} bytes_out={} custom_metrics={}",
-        n(&m["listening_tcp_ports"]["total"]),
-        n(&m["listening_udp_ports"]["total"]),
-        n(&m["tcp_connections"]["established_connections"]["total"]),
-        n(&m["network_stats"]["bytes_in"]),
-        n(&m["network_stats"]["bytes_out"]),
-        v["custom_metrics"].as_object().map_or(0, |o| o.len()),
-    )
 }
 
 fn load_engine_state(dir: &Path) -> Option<EngineState> {

@@ -32,21 +32,37 @@ struct Net {
 impl Net {
     fn create(tag: &str) -> Result<Net, String> {
         let id = std::process::id();
-        let net = Net { gw: format!("ew-gw-{tag}-{id}"), peer: format!("ew-peer-{tag}-{id}") };
+        let net = Net {
+            gw: format!("ew-gw-{tag}-{id}"),
+            peer: format!("ew-peer-{tag}-{id}"),
+        };
         let veth_gw = format!("ewg{tag}{}", id % 100_000);
         let veth_peer = format!("ewp{tag}{}", id % 100_000);
         ip(&["netns", "add", &net.gw])?;
         ip(&["netns", "add", &net.peer])?;
-        ip(&["link", "add", &veth_gw, "type", "veth", "peer", "name", &veth_peer])?;
+        ip(&[
+            "link", "add", &veth_gw, "type", "veth", "peer", "name", &veth_peer,
+        ])?;
         ip(&["link", "set", &veth_gw, "netns", &net.gw])?;
         ip(&["link", "set", &veth_peer, "netns", &net.peer])?;
-        for (ns, dev, addr) in [(&net.gw, &veth_gw, GW_ADDR), (&net.peer, &veth_peer, PEER_ADDR)] {
+        for (ns, dev, addr) in [
+            (&net.gw, &veth_gw, GW_ADDR),
+            (&net.peer, &veth_peer, PEER_ADDR),
+        ] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         for i in NEW_PEERS {
-            ip(&["-n", &net.peer, "addr", "add", &format!("169.254.77.{i}/32"), "dev", &veth_peer])?;
+            ip(&[
+                "-n",
+                &net.peer,
+                "addr",
+                "add",
+                &format!("169.254.77.{i}/32"),
+                "dev",
+                &veth_peer,
+            ])?;
         }
         Ok(net)
     }
@@ -54,13 +70,17 @@ impl Net {
     fn exec(&self, ns: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(args);
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c
     }
 
     /// Runs a bounded python3 generator in a namespace.
     fn py(&self, ns: &str, code: &str) -> Child {
-        self.exec(ns, &["python3", "-c", code]).spawn().expect("python3 runs")
+        self.exec(ns, &["python3", "-c", code])
+            .spawn()
+            .expect("python3 runs")
     }
 }
 
@@ -80,7 +100,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -94,7 +118,9 @@ fn skip_reason() -> Option<String> {
             let _ = ip(&["netns", "del", &probe]);
             None
         }
-        Err(e) => Some(format!("cannot create network namespaces ({e}); run as root")),
+        Err(e) => Some(format!(
+            "cannot create network namespaces ({e}); run as root"
+        )),
     }
 }
 
@@ -168,11 +194,23 @@ impl Agent {
         .unwrap();
         let bin = edgewarden_bin();
         let child = net
-            .exec(&net.gw, &[bin.to_str().unwrap(), "run", "--config", cfg.to_str().unwrap()])
+            .exec(
+                &net.gw,
+                &[
+                    bin.to_str().unwrap(),
+                    "run",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                ],
+            )
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the agent starts");
-        Agent { child, violations: dir.path().join("state/outbox/violations.jsonl"), _dir: dir }
+        Agent {
+            child,
+            violations: dir.path().join("state/outbox/violations.jsonl"),
+            _dir: dir,
+        }
     }
 
     /// In-alarm violations written so far: (behaviour name, event time in ms).
@@ -183,7 +221,10 @@ impl Agent {
             .filter(|v| v["violationEventType"] == "in-alarm")
             .map(|v| {
                 (
-                    v["behavior"]["name"].as_str().unwrap_or_default().to_owned(),
+                    v["behavior"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                     v["violationEventTime"].as_u64().unwrap_or(0),
                     v["explanation"].as_str().unwrap_or_default().to_owned(),
                 )
@@ -204,7 +245,10 @@ impl Agent {
             if let Some((b, t, why)) = hits.first() {
                 let after = t.saturating_sub(since_ms);
                 eprintln!("{scenario}: {b} after {after} ms: {why}");
-                assert!(after <= 2 * TICK.as_millis() as u64 + 500, "{scenario}: {b} raised after {after} ms");
+                assert!(
+                    after <= 2 * TICK.as_millis() as u64 + 500,
+                    "{scenario}: {b} raised after {after} ms"
+                );
                 return;
             }
             assert!(
@@ -225,7 +269,10 @@ impl Drop for Agent {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn finish(children: Vec<Child>) {
@@ -342,7 +389,10 @@ fn attacks_raise_the_right_violations_and_a_quiet_run_raises_none() {
         std::thread::sleep(run_for);
         let alarms = agent.alarms();
         finish(base);
-        assert!(alarms.is_empty(), "violations without any attack: {alarms:#?}");
+        assert!(
+            alarms.is_empty(),
+            "violations without any attack: {alarms:#?}"
+        );
     }
 
     // Then the attacks, one at a time after the learning period.
@@ -351,7 +401,10 @@ fn attacks_raise_the_right_violations_and_a_quiet_run_raises_none() {
     let agent = Agent::start(&net);
     std::thread::sleep(LEARNING + 3 * TICK);
     let before = agent.alarms();
-    assert!(before.is_empty(), "violations during the baseline: {before:#?}");
+    assert!(
+        before.is_empty(),
+        "violations during the baseline: {before:#?}"
+    );
     attacks(&net, &agent, tmp.path());
     finish(base);
 }

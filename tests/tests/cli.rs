@@ -4,6 +4,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::edgewarden_bin;
+use integration_tests::validator::{Encoding, Registry, Validator};
+
+fn validator() -> Validator {
+    Validator::strict().with_registry(Registry::edgewarden())
+}
 
 fn edgewarden(args: &[&str], state: &std::path::Path) -> std::process::Output {
     Command::new(edgewarden_bin())
@@ -85,10 +90,30 @@ fn collect_once_prints_a_valid_report_in_every_format() {
             "{fmt}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let report = integration_tests::validator::decode(&out.stdout, fmt == "cbor")
-            .unwrap_or_else(|e| panic!("{fmt}: undecodable report: {e}"));
-        let verdict = integration_tests::validator::validate_strict(&report);
-        assert!(verdict.is_ok(), "{fmt}: {verdict:?}");
+        let enc = if fmt == "cbor" {
+            Encoding::Cbor
+        } else {
+            Encoding::Json
+        };
+        let mut payload = out.stdout.clone();
+        if enc == Encoding::Json {
+            assert_eq!(payload.pop(), Some(b'\n'), "{fmt}: one line on stdout");
+        }
+        let report = validator()
+            .validate(&payload, enc)
+            .unwrap_or_else(|e| panic!("{fmt}: invalid report: {e:?}"));
+        assert!(report.flags.is_empty(), "{fmt}: {:?}", report.flags);
+        let m = &report.document["metrics"];
+        assert!(
+            m["listening_tcp_ports"]["total"].is_u64(),
+            "{fmt}: {}",
+            report.document
+        );
+        assert!(
+            m["network_stats"]["bytes_in"].is_u64(),
+            "{fmt}: {}",
+            report.document
+        );
     }
 }
 
@@ -141,9 +166,10 @@ fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
     let text = std::fs::read_to_string(&outbox).unwrap();
     let mut last_id = 0;
     for line in text.lines() {
-        let report = integration_tests::validator::decode(line.as_bytes(), false).unwrap();
-        integration_tests::validator::validate_strict(&report).unwrap();
-        let id = report["header"]["report_id"].as_u64().unwrap();
+        let report = validator()
+            .validate(line.as_bytes(), Encoding::Json)
+            .unwrap_or_else(|e| panic!("invalid report in the outbox: {e:?}"));
+        let id = report.report_id;
         assert!(
             id > last_id,
             "report ids must increase: {id} after {last_id}"

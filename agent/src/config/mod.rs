@@ -302,7 +302,50 @@ impl Config {
         let mut errors = Vec::new();
         // Deserialize section by section so one bad section does not hide problems in another.
         let mut raw = RawConfig::default();
-        for (key, value) in table {
+        for (key, mut value) in table {
+            // Report every unknown key of a section, then check the rest of it: serde stops at
+            // the first unknown field, so remove each one it names and try again.
+            if let toml::Value::Table(t) = &mut value {
+                loop {
+                    let probe: Result<(), toml::de::Error> = match key.as_str() {
+                        "collect" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawCollect>()
+                            .map(drop),
+                        "report" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawReport>()
+                            .map(drop),
+                        "outbox" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawOutbox>()
+                            .map(drop),
+                        "mqtt" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawMqtt>()
+                            .map(drop),
+                        "spool" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawSpool>()
+                            .map(drop),
+                        "detect" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawDetect>()
+                            .map(drop),
+                        "logs" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawLogs>()
+                            .map(drop),
+                        _ => Ok(()),
+                    };
+                    let Err(e) = probe else { break };
+                    let msg = e.message().to_owned();
+                    let Some(field) = msg
+                        .strip_prefix("unknown field `")
+                        .and_then(|r| r.split('`').next())
+                        .map(str::to_owned)
+                    else {
+                        break;
+                    };
+                    if t.remove(&field).is_none() {
+                        break;
+                    }
+                    errors.push(serde_error(src, &key, &e));
+                }
+            }
             let res: Result<(), toml::de::Error> = (|| {
                 match key.as_str() {
                     "thing_name" => raw.thing_name = Some(value.try_into()?),
