@@ -137,20 +137,6 @@ pub fn find(name: &str) -> Option<&'static CustomMetricDef> {
     CUSTOM_METRICS.iter().find(|d| d.name == name)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_registered_name_is_valid_and_unique() {
-        let mut seen = std::collections::BTreeSet::new();
-        for d in CUSTOM_METRICS {
-            assert!(is_valid_name(d.name), "{}", d.name);
-            assert!(seen.insert(d.name), "duplicate {}", d.name);
-        }
-    }
-}
-
 /// The custom-metric table in Markdown (the README's table).
 pub fn markdown_table() -> String {
     let mut s = String::from("| name | type | per report | meaning |\n|---|---|---|---|\n");
@@ -183,4 +169,18 @@ pub fn create_commands() -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_name_is_valid_and_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in CUSTOM_METRICS {
+            assert!(is_valid_name(d.name), "{}", d.name);
+            assert!(seen.insert(d.name), "duplicate {}", d.name);
+        }
+    }
 }

@@ -97,6 +97,18 @@ impl Outbox {
     }
 }
 
+/// Prints one line on stdout (`[outbox] stdout = true`). A closed stdout is ignored: the outbox
+/// file is the record.
+#[allow(clippy::print_stdout)]
+pub fn write_stdout_line(line: &[u8]) {
+    use std::io::Write as _;
+    let mut out = io::stdout().lock();
+    let _ = out
+        .write_all(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,16 +128,4 @@ mod tests {
         let kept = cur.lines().count() + old.lines().count();
         assert_eq!(kept as u64 + o.rotated_lines(), 30);
     }
-}
-
-/// Prints one line on stdout (`[outbox] stdout = true`). A closed stdout is ignored: the outbox
-/// file is the record.
-#[allow(clippy::print_stdout)]
-pub fn write_stdout_line(line: &[u8]) {
-    use std::io::Write as _;
-    let mut out = io::stdout().lock();
-    let _ = out
-        .write_all(line)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
 }

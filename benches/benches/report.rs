@@ -30,17 +30,17 @@ fn config() -> ReportConfig {
 fn snapshot(seq: u64) -> Snapshot {
     let listen = |i: u16| ListenPort {
         port: 1000 + i * 7,
-        addr: if i % 3 == 0 {
+        addr: if i.is_multiple_of(3) {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         } else {
             IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20))
         },
-        interface: (i % 3 != 0).then(|| "eth0".to_owned()),
+        interface: (!i.is_multiple_of(3)).then(|| "eth0".to_owned()),
         process: Some(format!("daemon{i}")),
     };
     let conn = |i: u16| TcpConn {
         local: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)), 40_000 + i),
-        remote: if i % 2 == 0 {
+        remote: if i.is_multiple_of(2) {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, i as u8)), 443)
         } else {
             SocketAddr::new(
