@@ -14,6 +14,8 @@
 pub mod collect;
 pub mod config;
 pub mod detect;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logs;
 pub mod metrics;
 pub mod report;

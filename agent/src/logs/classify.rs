@@ -85,11 +85,13 @@ const OTHER: Classified<'static> = Classified::new(EventClass::Other);
 /// Dropbear `[pid] date`, Solaris `[ID …]`) are removed first.
 pub fn classify(msg: &[u8]) -> Classified<'_> {
     let mut m = trim_end_ws(strip_inner_prefix(msg));
+    let mut fatal = false;
     // `error: `, `fatal: ` and similar severity words prefix many sshd messages.
     loop {
         if let Some(r) = m.strip_prefix(b"error: ") {
             m = r;
         } else if let Some(r) = m.strip_prefix(b"fatal: ") {
+            fatal = true;
             m = r;
         } else if let Some(r) = m.strip_prefix(b"warning: ") {
             m = r;
@@ -125,7 +127,13 @@ pub fn classify(msg: &[u8]) -> Classified<'_> {
     if let Some(c) = c {
         return c;
     }
-    classify_generic(m)
+    let c = classify_generic(m);
+    if c.class == EventClass::Other && fatal && has_preauth(m) {
+        // sshd ends the connection on any fatal error; before authentication that is a
+        // pre-auth disconnect whatever the reason.
+        return Classified::new(EventClass::PreauthDisconnect);
+    }
+    c
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,7 +299,7 @@ fn classify_f(m: &[u8]) -> Option<Classified<'_>> {
         }
         return Some(c);
     }
-    if m.starts_with(b"FAILED SU ") {
+    if m.starts_with(b"FAILED SU ") || m.starts_with(b"FAILED su for ") {
         return Some(Classified::new(EventClass::AuthFailure));
     }
     if let Some(r) = m.strip_prefix(b"FAILED LOGIN ") {
@@ -378,6 +386,10 @@ fn classify_n(m: &[u8]) -> Option<Classified<'_>> {
 }
 
 fn classify_o(m: &[u8]) -> Option<Classified<'_>> {
+    if m.starts_with(b"OpenSSL Error: ") {
+        // Mosquitto 1.x: one line per queued error, without an index.
+        return Some(Classified::new(EventClass::TlsFailure));
+    }
     if let Some(r) = m.strip_prefix(b"OpenSSL Error[") {
         // One failed handshake can log several `OpenSSL Error[i]` lines; count the first.
         if r.starts_with(b"0]") {
@@ -389,6 +401,11 @@ fn classify_o(m: &[u8]) -> Option<Classified<'_>> {
 }
 
 fn classify_p(m: &[u8]) -> Option<Classified<'_>> {
+    if let Some(r) = m.strip_prefix(b"Protocol major versions differ for ") {
+        // Old OpenSSH: `Protocol major versions differ for H port N: SSH-2.0-… vs. SSH-1.5-…`.
+        let addr = host_token(r).map(|h| h.0);
+        return Some(Classified::with(EventClass::PreauthDisconnect, addr));
+    }
     if let Some(r) = m.strip_prefix(b"PAM: ") {
         // `PAM: Authentication failure for U from H`, `PAM: authentication error for U from H via X`,
         // `PAM: User not known to the underlying authentication module for illegal user U from H`.
@@ -555,7 +572,20 @@ fn classify_mqtt_client(r: &[u8]) -> Classified<'_> {
     }
     let sp = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
     let id = &r[..sp];
-    let rest = &r[sp..];
+    let mut rest = &r[sp..];
+    // Newer brokers add the address: `Client <id> [H:P] disconnected, not authorised.`
+    let mut addr = None;
+    if let Some(b) = rest.strip_prefix(b" [") {
+        if let Some(close) = b.iter().position(|&c| c == b']') {
+            addr = host_port_token(&b[..close]);
+            rest = &b[close + 1..];
+        }
+    }
+    let c = classify_mqtt_client_rest(id, rest);
+    Classified { addr, ..c }
+}
+
+fn classify_mqtt_client_rest<'a>(id: &'a [u8], rest: &'a [u8]) -> Classified<'a> {
     if rest.starts_with(b" disconnected, not authorised")
         || rest.starts_with(b" disconnected, not authorized")
     {
@@ -590,9 +620,21 @@ fn classify_generic(m: &[u8]) -> Classified<'_> {
         return Classified::new(EventClass::PamFailure);
     }
     if let Some(src) = find(m, b"SRC=") {
-        if find(m, b"IN=").is_some() {
+        if find(m, b"IN=").is_some() || find(m, b" DST=").is_some() {
             return classify_firewall(m, src);
         }
+    }
+    if let Some(i) = find(m, b"FAIL LOGIN: Client \"") {
+        // vsftpd: `[pid 1] [user] FAIL LOGIN: Client "::ffff:1.2.3.4"`.
+        let h = &m[i + 20..];
+        let addr = h
+            .iter()
+            .position(|&b| b == b'"')
+            .and_then(|e| norm_host(&h[..e]));
+        return Classified::with(EventClass::AuthFailure, addr);
+    }
+    if find(m, b" : user NOT in sudoers").is_some() {
+        return Classified::new(EventClass::InvalidUser);
     }
     if find(m, b"incorrect password attempt").is_some() {
         // sudo: `user : 3 incorrect password attempts ; TTY=pts/0 ; …`.
@@ -612,7 +654,7 @@ fn classify_firewall(m: &[u8], src_at: usize) -> Classified<'_> {
     let dend = dp.iter().position(|&b| b == b' ').unwrap_or(dp.len());
     let dport = parse_u16(&dp[..dend]).unwrap_or(0);
     // The log prefix (`[UFW BLOCK]`, `iptables-drop:` …) is before `IN=`.
-    let prefix = &m[..find(m, b"IN=").unwrap_or(0)];
+    let prefix = &m[..find(m, b"IN=").unwrap_or(src_at)];
     let dropped = !(find(prefix, b"ALLOW").is_some()
         || find(prefix, b"AUDIT").is_some()
         || find(prefix, b"ACCEPT").is_some());

@@ -26,6 +26,9 @@ pub mod scan;
 pub mod source;
 pub mod tracker;
 
+#[cfg(test)]
+mod proptests;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
