@@ -16,6 +16,8 @@ use super::tracker::{LogAlert, Rules, Signal, Tracker};
 
 /// Distinct source addresses kept per drain for the `auth_failure_sources` list.
 pub const MAX_REPORTED_SOURCES: usize = 128;
+/// Alerts kept between two drains; more are counted in [`Accumulated::alerts_dropped`].
+pub const MAX_PENDING_ALERTS: usize = 1024;
 
 /// One stream's state.
 #[derive(Debug, Default)]
@@ -73,6 +75,8 @@ pub struct Accumulated {
     pub sources_dropped: u64,
     /// Alerts raised.
     pub alerts: Vec<LogAlert>,
+    /// Alerts not kept because [`MAX_PENDING_ALERTS`] were already waiting.
+    pub alerts_dropped: u64,
 }
 
 /// Shared analysis state.
@@ -109,6 +113,14 @@ impl Analyzer {
     /// Takes the accumulated counts and alerts.
     pub fn take(&mut self) -> Accumulated {
         std::mem::take(&mut self.acc)
+    }
+
+    fn push_alert(&mut self, a: LogAlert) {
+        if self.acc.alerts.len() < MAX_PENDING_ALERTS {
+            self.acc.alerts.push(a);
+        } else {
+            self.acc.alerts_dropped += 1;
+        }
     }
 
     /// Analyses one line of `stream`. `now_ms` is the wall clock, used for lines without a
@@ -192,14 +204,14 @@ impl Analyzer {
             }
             for s in signals.into_iter().flatten() {
                 if let Some(a) = self.tracker.observe(peer, at_ms, s) {
-                    self.acc.alerts.push(a);
+                    self.push_alert(a);
                 }
             }
         }
         if c.class == EventClass::MqttClientIdConflict {
             if let Hint::ClientId(id) = c.hint {
                 if let Some(a) = self.tracker.takeover(id, attr.peer.as_deref(), at_ms) {
-                    self.acc.alerts.push(a);
+                    self.push_alert(a);
                 }
             }
         }

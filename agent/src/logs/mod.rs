@@ -67,6 +67,8 @@ pub struct LogTick {
     pub sources: Vec<IpAddr>,
     /// Alerts raised.
     pub alerts: Vec<LogAlert>,
+    /// Alerts lost because too many were raised between two drains.
+    pub alerts_dropped: u64,
 }
 
 impl LogTick {
@@ -111,7 +113,10 @@ impl LogTick {
                 metrics::AUTH_FAILURE_SOURCES,
                 MetricValue::IpList(self.sources.clone()),
             ),
-            (metrics::LOG_ALERTS, n(self.alerts.len() as u64)),
+            (
+                metrics::LOG_ALERTS,
+                n(self.alerts.len() as u64 + self.alerts_dropped),
+            ),
             (metrics::LOG_LINES_SKIPPED, n(self.skipped)),
             (metrics::LOG_SOURCES_EVICTED, n(self.evicted)),
         ]
@@ -186,6 +191,7 @@ impl LogMonitor {
             skipped: acc.skipped,
             evicted,
             sources: acc.sources.into_iter().collect(),
+            alerts_dropped: acc.alerts_dropped,
             alerts: acc.alerts,
         }
     }
