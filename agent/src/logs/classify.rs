@@ -1068,6 +1068,69 @@ mod tests {
     }
 
     #[test]
+    fn lines_of_other_daemons_and_versions() {
+        use EventClass::*;
+        is("Disconnecting authenticating user root 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, Some("198.51.100.4"));
+        is(
+            "Connection closed by UNKNOWN port 65535 [preauth]",
+            PreauthDisconnect,
+            None,
+        );
+        is(
+            "fatal: ssh_packet_get_string: string is too large [preauth]",
+            PreauthDisconnect,
+            None,
+        );
+        is("Protocol major versions differ for 198.51.100.5 port 4000: SSH-2.0-OpenSSH vs. SSH-1.5-Nmap", PreauthDisconnect, Some("198.51.100.5"));
+        is(
+            "drop connection #3 from [198.51.100.6]:5000 on [10.0.0.1]:22 past MaxStartups",
+            ConnRefused,
+            Some("198.51.100.6"),
+        );
+        is("pi : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/pi ; USER=root ; COMMAND=/bin/ls", AuthLimit, None);
+        is("pam_unix(sudo:auth): authentication failure; logname=pi uid=1000 euid=0 tty=/dev/pts/0 ruser=pi rhost=  user=pi", PamFailure, None);
+        is("FAILED LOGIN (1) on '/dev/tty1' FROM '198.51.100.7' FOR 'root', Authentication failure", AuthFailure, Some("198.51.100.7"));
+        is(
+            "OpenSSL Error: error:14094418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca",
+            TlsFailure,
+            None,
+        );
+        is(
+            "OpenSSL Error[1]: error:0A000126:SSL routines::unexpected eof while reading",
+            Other,
+            None,
+        );
+        is(
+            "Client sensor-1 [198.51.100.8:4000] disconnected, not authorised.",
+            MqttNotAuthorised,
+            Some("198.51.100.8"),
+        );
+        is(
+            "Denied PUBLISH from sensor-7 (d0, q0, r0, m0, 'plant/secret', ... (5 bytes))",
+            MqttAclDenied,
+            None,
+        );
+        is("[UFW BLOCK] IN=eth0 OUT= MAC=00 SRC=2001:db8::1 DST=2001:db8::2 LEN=60 PROTO=TCP SPT=1 DPT=22", FwDrop, Some("2001:db8::1"));
+        is(
+            "[UFW BLOCK] IN=eth0 OUT= SRC=198.51.100.9 DST=10.0.0.1 LEN=84 PROTO=ICMP TYPE=8",
+            Other,
+            Some("198.51.100.9"),
+        );
+        is(
+            "Exit before auth from <198.51.100.10:5000>: Exited normally",
+            PreauthDisconnect,
+            Some("198.51.100.10"),
+        );
+        is("Pubkey auth succeeded for 'root' with ssh-ed25519 key SHA256:abc from 198.51.100.11:5000", AuthSuccess, Some("198.51.100.11"));
+        is(
+            "Timeout, client not responding from user root 198.51.100.12 port 22",
+            Other,
+            None,
+        );
+        is("\u{0}\u{ff}\u{fe} garbage", Other, None);
+    }
+
+    #[test]
     fn hosts_are_validated() {
         assert_eq!(norm_host(b"183.106.179.x"), None);
         assert_eq!(norm_host(b"UNKNOWN"), None);
