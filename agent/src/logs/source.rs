@@ -458,6 +458,8 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
     use tokio::io::AsyncReadExt;
 
     let mut reported = false;
+    let mut reported_exit = false;
+    let stderr_reported = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut stream = Stream::new();
     loop {
         let cursor = lock(&shared).positions.journal_cursor.clone();
@@ -488,8 +490,11 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
                 }
             }
         };
-        info!("Following the systemd journal.");
+        if !reported_exit {
+            info!("Following the systemd journal.");
+        }
         if let Some(mut err) = child.stderr.take() {
+            let once = stderr_reported.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -504,7 +509,7 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
                 }
                 let text = String::from_utf8_lossy(&buf);
                 let text = text.trim();
-                if !text.is_empty() {
+                if !text.is_empty() && !once.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     warn!(message = %text, "journalctl reported a problem (the agent's user needs the systemd-journal group to read the system journal).");
                 }
             });
@@ -543,7 +548,10 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
             });
         }
         let status = child.wait().await;
-        warn!(status = ?status.ok(), "journalctl exited; restarting it in 30 s.");
+        if !reported_exit {
+            warn!(status = ?status.ok(), "journalctl exited; restarting it every 30 s.");
+            reported_exit = true;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(JOURNAL_RESTART) => {}
