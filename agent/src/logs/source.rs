@@ -455,6 +455,15 @@ pub async fn follow_file(
 
 /// Follows the systemd journal until `stop`.
 pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken) {
+    follow_journal_with("journalctl".into(), shared, stop).await;
+}
+
+/// [`follow_journal`] with another `journalctl` program (tests).
+pub async fn follow_journal_with(
+    program: &std::ffi::OsStr,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+) {
     use tokio::io::AsyncReadExt;
 
     let mut reported = false;
@@ -463,7 +472,7 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
     let mut stream = Stream::new();
     loop {
         let cursor = lock(&shared).positions.journal_cursor.clone();
-        let mut cmd = tokio::process::Command::new("journalctl");
+        let mut cmd = tokio::process::Command::new(&program);
         cmd.args(["--follow", "--output=json", "--quiet"]);
         match &cursor {
             Some(c) => {
@@ -657,6 +666,56 @@ mod tests {
         let mut f = FileFollower::new(p.clone(), saved.files.get(&p).copied());
         f.poll(&sh2);
         assert_eq!(failures(&sh2), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journal_entries_are_counted_and_their_cursor_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let args = dir.path().join("args");
+        let script = dir.path().join("journalctl");
+        let entry = |c: &str, port: u32| {
+            format!(
+                r#"{{"__CURSOR":"{c}","MESSAGE":"Failed password for root from 192.0.2.9 port {port} ssh2","SYSLOG_IDENTIFIER":"sshd","_PID":"{port}","__REALTIME_TIMESTAMP":"1795801411249695"}}"#
+            )
+        };
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" > '{}'\necho '{}'\necho '{}'\nexec sleep 30\n",
+                args.display(),
+                entry("s=1", 1),
+                entry("s=2", 2)
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let sh = Arc::new(shared());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow_journal_with(
+            script.clone().into_os_string().leak(),
+            sh.clone(),
+            stop.clone(),
+        ));
+        let mut n = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            n += failures(&sh);
+            if n >= 2 {
+                break;
+            }
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(lock(&sh).positions.journal_cursor.as_deref(), Some("s=2"));
+        let args = fs::read_to_string(&args).unwrap();
+        assert!(
+            args.contains("--follow")
+                && args.contains("--output=json")
+                && args.contains("--lines=0"),
+            "{args}"
+        );
     }
 
     #[test]
