@@ -460,7 +460,7 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
 
 /// [`follow_journal`] with another `journalctl` program (tests).
 pub async fn follow_journal_with(
-    program: &std::ffi::OsStr,
+    program: std::ffi::OsString,
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
 ) {
@@ -693,7 +693,7 @@ mod tests {
         let sh = Arc::new(shared());
         let stop = CancellationToken::new();
         let task = tokio::spawn(follow_journal_with(
-            script.clone().into_os_string().leak(),
+            script.clone().into_os_string(),
             sh.clone(),
             stop.clone(),
         ));
