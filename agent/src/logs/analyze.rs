@@ -46,9 +46,9 @@ pub struct LineOutcome {
     /// The line's class.
     pub class: EventClass,
     /// The client address of the line (own, or of its process' connection).
-    pub src: Option<Box<str>>,
+    pub src: Option<std::sync::Arc<str>>,
     /// The client the event is attributed to for counting and alerts.
-    pub peer: Option<Box<str>>,
+    pub peer: Option<std::sync::Arc<str>>,
     /// Authentication attempts the line added.
     pub attempts: u8,
     /// Event time used, ms since the epoch.
@@ -176,7 +176,7 @@ impl Analyzer {
             let mut signals: [Option<Signal<'_>>; 2] = [None, None];
             if attr.attempts > 0 {
                 let service = if c.class == EventClass::MqttNotAuthorised {
-                    "MQTT"
+                    "MQTT authentication"
                 } else {
                     "login"
                 };

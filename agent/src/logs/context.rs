@@ -17,7 +17,7 @@
 //! The table is bounded; when full, the least recently used half is dropped.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use super::class::EventClass;
 use super::classify::{Classified, Hint};
@@ -35,9 +35,9 @@ struct ConnKey {
 #[derive(Debug, Default)]
 struct ConnState {
     /// Address from the connection-opening line (process-per-connection servers).
-    start: Option<Box<str>>,
+    start: Option<Arc<str>>,
     /// Latest address seen on this process (or, for single-process servers, on the stream).
-    last: Option<Box<str>>,
+    last: Option<Arc<str>>,
     /// Something on this connection was counted as an attempt.
     counted: bool,
     /// An attempt was counted from a precursor line (invalid user, PAM) and not yet completed
@@ -51,10 +51,10 @@ struct ConnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribution {
     /// The line's client address: its own, or the one of its process' connection-opening line.
-    pub src: Option<Box<str>>,
+    pub src: Option<Arc<str>>,
     /// Best guess at the client, for counting and alerts: `src`, else the latest address seen on
     /// the same process (or on the single-process server's stream).
-    pub peer: Option<Box<str>>,
+    pub peer: Option<Arc<str>>,
     /// Authentication attempts this line adds (0 or 1).
     pub attempts: u8,
 }
@@ -67,26 +67,18 @@ pub struct Context {
     evicted: u64,
 }
 
+/// FNV-1a: keys are short (host names, program names) and the table is bounded anyway.
 fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h = FixedState.build_hasher();
-    h.write(b);
-    h.finish()
-}
-
-/// A deterministic hasher for keys (no per-process random state needed: keys are not
-/// attacker-chosen in a way that matters at this table size, and eviction bounds it anyway).
-#[derive(Default, Clone, Copy)]
-struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = std::collections::hash_map::DefaultHasher;
-    fn build_hasher(&self) -> Self::Hasher {
-        std::collections::hash_map::DefaultHasher::new()
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
 }
 
-fn to_box(b: &[u8]) -> Box<str> {
-    String::from_utf8_lossy(b).into_owned().into_boxed_str()
+fn to_shared(b: &[u8]) -> Arc<str> {
+    Arc::from(String::from_utf8_lossy(b))
 }
 
 impl Context {
@@ -109,7 +101,7 @@ impl Context {
         c: &Classified<'_>,
     ) -> Attribution {
         self.clock += 1;
-        let own: Option<Box<str>> = c.addr.map(to_box);
+        let own: Option<Arc<str>> = c.addr.map(to_shared);
         let key = ConnKey {
             host: hash_bytes(host),
             program: hash_bytes(program),

@@ -82,7 +82,7 @@ pub struct LineRow {
     /// The class, `None` for a skipped oversized line.
     pub class: Option<EventClass>,
     /// Source address, when the line names one.
-    pub src: Option<Box<str>>,
+    pub src: Option<std::sync::Arc<str>>,
 }
 
 fn now_ms() -> i64 {
