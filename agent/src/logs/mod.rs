@@ -5,8 +5,8 @@
 //! - [`source`]: follows text files (position persisted, rotation, truncation, late files) and the
 //!   systemd journal (`journalctl --follow --output=json`, cursor persisted);
 //! - [`lines`]: splits bytes into lines with a length cap (longer lines are skipped and counted);
-//! - [`format`]: frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
-//! - [`classify`]: the pure, allocation-free classifier: one [`EventClass`] and the client address;
+//! - [`format`](mod@format): frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
+//! - [`classify`](mod@classify): the pure, allocation-free classifier: one [`EventClass`] and the client address;
 //! - [`context`]: per-stream connection context (address of lines that carry none, attempts
 //!   counted per connection rather than per line);
 //! - [`tracker`]: per-source windows raising [`LogAlert`]s (brute force, user enumeration,
