@@ -38,6 +38,9 @@ pub enum Hint<'a> {
     },
     /// The MQTT client id concerned.
     ClientId(&'a [u8]),
+    /// `Failed publickey` for an existing user: a client offering its keys one by one, normal
+    /// before the right key is accepted (fail2ban does not count it either).
+    KeyOffer,
 }
 
 /// The classifier's verdict on one message.
@@ -296,6 +299,8 @@ fn classify_f(m: &[u8]) -> Option<Classified<'_>> {
                 .unwrap_or(0)
                 .min(u.len());
             c.invalid_user = Some(&u[..end]);
+        } else if &r[..sp] == b"publickey" {
+            c.hint = Hint::KeyOffer;
         }
         return Some(c);
     }

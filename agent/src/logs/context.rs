@@ -13,6 +13,8 @@
 //! closed … [preauth]`). Attempts, not lines, are counted: a `Failed …` line is one attempt; an
 //! `Invalid user`/PAM line opens an attempt that the next `Failed …` of the same process
 //! completes; a summary or disconnect line counts only when the connection counted nothing else.
+//! `Failed publickey` for an existing user is a client offering its keys one by one and is not
+//! counted (the connection's disconnect or auth-limit line counts if no key is accepted).
 //!
 //! The table is bounded; when full, the least recently used half is dropped.
 
@@ -155,6 +157,9 @@ impl Context {
 fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u8 {
     let user = c.invalid_user.map(hash_bytes).unwrap_or(0);
     match c.class {
+        // A key offered and refused for an existing user is not a guess; the connection's
+        // outcome (accepted, or a pre-auth disconnect / auth limit) is what counts.
+        EventClass::AuthFailure if c.hint == Hint::KeyOffer => 0,
         EventClass::AuthFailure => {
             st.counted = true;
             if per_process && st.open_attempt {
@@ -200,5 +205,95 @@ fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u
         }
         EventClass::MqttNotAuthorised => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::classify::classify;
+
+    fn attempts(lines: &[(u32, &str)]) -> u32 {
+        let mut ctx = Context::new();
+        lines
+            .iter()
+            .map(|(pid, m)| {
+                u32::from(
+                    ctx.attribute(b"h", b"sshd", Some(*pid), &classify(m.as_bytes()))
+                        .attempts,
+                )
+            })
+            .sum()
+    }
+
+    #[test]
+    fn one_ssh_attempt_over_several_lines_counts_once() {
+        assert_eq!(
+            attempts(&[
+                (7, "Invalid user admin from 192.0.2.3 port 4"),
+                (7, "pam_unix(sshd:auth): check pass; user unknown"),
+                (7, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.3"),
+                (7, "Failed password for invalid user admin from 192.0.2.3 port 4 ssh2"),
+                (7, "Connection closed by invalid user admin 192.0.2.3 port 4 [preauth]"),
+            ]),
+            1
+        );
+    }
+
+    #[test]
+    fn several_passwords_on_one_connection_count_each() {
+        assert_eq!(
+            attempts(&[
+                (8, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.4  user=root"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "error: maximum authentication attempts exceeded for root from 192.0.2.4 port 5 ssh2 [preauth]"),
+                (8, "Disconnecting authenticating user root 192.0.2.4 port 5: Too many authentication failures [preauth]"),
+            ]),
+            3
+        );
+    }
+
+    #[test]
+    fn refused_keys_of_an_existing_user_are_not_guesses() {
+        assert_eq!(
+            attempts(&[
+                (
+                    9,
+                    "Failed publickey for git from 192.0.2.1 port 6 ssh2: ECDSA 0e:ff"
+                ),
+                (
+                    9,
+                    "Failed publickey for git from 192.0.2.1 port 6 ssh2: RSA 04:bc"
+                ),
+                (
+                    9,
+                    "Accepted publickey for git from 192.0.2.1 port 6 ssh2: DSA 36:48"
+                ),
+            ]),
+            0
+        );
+    }
+
+    #[test]
+    fn the_connection_address_is_inherited_by_lines_without_one() {
+        let mut ctx = Context::new();
+        let c = classify(b"Connection from 192.0.2.10 port 62004 on 192.0.2.1 port 22");
+        ctx.attribute(b"h", b"sshd", Some(3), &c);
+        let a = ctx.attribute(
+            b"h",
+            b"sshd",
+            Some(3),
+            &classify(b"fatal: Unable to negotiate a key exchange method [preauth]"),
+        );
+        assert_eq!(a.src.as_deref(), Some("192.0.2.10"));
+        let other = ctx.attribute(
+            b"h",
+            b"sshd",
+            Some(4),
+            &classify(b"fatal: Unable to negotiate a key exchange method [preauth]"),
+        );
+        assert_eq!(other.src, None);
     }
 }
