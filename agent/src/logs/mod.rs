@@ -69,6 +69,9 @@ pub struct LogTick {
     pub alerts: Vec<LogAlert>,
     /// Alerts lost because too many were raised between two drains.
     pub alerts_dropped: u64,
+    /// Events read a second time through another source (journald and rsyslog both logging
+    /// them) and not counted again.
+    pub duplicates: u64,
 }
 
 impl LogTick {
@@ -151,7 +154,8 @@ impl LogMonitor {
             if cfg.journal {
                 tokio::spawn(source::follow_journal(shared.clone(), stop.clone()));
             }
-            for path in &cfg.files {
+            let paths: std::collections::BTreeSet<&PathBuf> = cfg.files.iter().collect();
+            for path in paths {
                 let follower = FileFollower::new(path.clone(), saved.files.get(path).copied());
                 tokio::spawn(source::follow_file(follower, shared.clone(), stop.clone()));
             }
@@ -192,6 +196,7 @@ impl LogMonitor {
             evicted,
             sources: acc.sources.into_iter().collect(),
             alerts_dropped: acc.alerts_dropped,
+            duplicates: acc.duplicates,
             alerts: acc.alerts,
         }
     }

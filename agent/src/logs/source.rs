@@ -610,8 +610,9 @@ mod tests {
         b.poll(&sh);
         assert_eq!(failures(&sh), 0);
         append(&old, FAIL);
-        append(&late, FAIL);
-        append(&late, FAIL);
+        let other = FAIL.replace("sshd[1]", "sshd[2]");
+        append(&late, &other);
+        append(&late, &other);
         a.poll(&sh);
         b.poll(&sh);
         assert_eq!(failures(&sh), 3);
