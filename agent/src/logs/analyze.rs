@@ -6,6 +6,7 @@
 //! exactly what the agent would count.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -106,7 +107,27 @@ pub struct Analyzer {
     acc: Accumulated,
     evicted_reported: u64,
     /// Event key → (stream, arrival, occurrences not yet matched by another stream).
-    recent: HashMap<u64, (u32, i64, u32)>,
+    recent: HashMap<u64, (u32, i64, u32), BuildHasherDefault<KeyHasher>>,
+}
+
+/// The keys of `recent` are already hashes: use them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// Key of an event for duplicate detection: program, pid and message.
@@ -126,7 +147,7 @@ impl Analyzer {
             tracker: Tracker::new(rules),
             acc: Accumulated::default(),
             evicted_reported: 0,
-            recent: HashMap::new(),
+            recent: HashMap::default(),
         }
     }
 
