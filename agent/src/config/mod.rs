@@ -219,7 +219,8 @@ pub struct LogsConfig {
     pub journal: bool,
     /// Text log files to follow.
     pub files: Vec<PathBuf>,
-    /// Failures from one source that make a brute-force violation …
+    /// Failures from one source allowed within the window; the next one raises a brute-force
+    /// violation …
     pub brute_force_failures: u32,
     /// … within this window.
     pub brute_force_window: Duration,

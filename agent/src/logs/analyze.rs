@@ -5,23 +5,44 @@
 //! context and clock). The offline scan and the live monitor both use it, so `logs scan` shows
 //! exactly what the agent would count.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::class::{ClassCounts, EventClass};
 use super::classify::{classify, Hint};
 use super::context::Context;
-use super::format::{frame, year_of_epoch_ms, Format, Stamp};
+use super::format::{frame, strip_inner_prefix, year_of_epoch_ms, Format, Stamp};
 use super::tracker::{LogAlert, Rules, Signal, Tracker};
 
 /// Distinct source addresses kept per drain for the `auth_failure_sources` list.
 pub const MAX_REPORTED_SOURCES: usize = 128;
+/// Alerts kept between two drains; more are counted in [`Accumulated::alerts_dropped`].
+pub const MAX_PENDING_ALERTS: usize = 1024;
+/// A line read from two streams within this time (by arrival) is the same event logged twice,
+/// e.g. by journald and by rsyslog into `/var/log/auth.log`; it is counted once.
+pub const DUPLICATE_WINDOW_MS: i64 = 30_000;
+/// Recent events remembered for duplicate detection.
+const MAX_RECENT: usize = 8192;
 
 /// One stream's state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stream {
+    id: u32,
     ctx: Context,
     last_ts: Option<i64>,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        Stream {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            ctx: Context::new(),
+            last_ts: None,
+        }
+    }
 }
 
 impl Stream {
@@ -44,9 +65,9 @@ pub struct LineOutcome {
     /// The line's class.
     pub class: EventClass,
     /// The client address of the line (own, or of its process' connection).
-    pub src: Option<Box<str>>,
+    pub src: Option<std::sync::Arc<str>>,
     /// The client the event is attributed to for counting and alerts.
-    pub peer: Option<Box<str>>,
+    pub peer: Option<std::sync::Arc<str>>,
     /// Authentication attempts the line added.
     pub attempts: u8,
     /// Event time used, ms since the epoch.
@@ -73,6 +94,10 @@ pub struct Accumulated {
     pub sources_dropped: u64,
     /// Alerts raised.
     pub alerts: Vec<LogAlert>,
+    /// Alerts not kept because [`MAX_PENDING_ALERTS`] were already waiting.
+    pub alerts_dropped: u64,
+    /// Events seen a second time through another stream (not counted again).
+    pub duplicates: u64,
 }
 
 /// Shared analysis state.
@@ -81,6 +106,38 @@ pub struct Analyzer {
     tracker: Tracker,
     acc: Accumulated,
     evicted_reported: u64,
+    /// Event key → (stream, arrival, occurrences not yet matched by another stream).
+    recent: HashMap<u64, (u32, i64, u32), BuildHasherDefault<KeyHasher>>,
+}
+
+/// The keys of `recent` are already hashes: use them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Key of an event for duplicate detection: program, pid and message.
+fn event_key(program: &[u8], pid: u32, msg: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in program.iter().chain(&pid.to_le_bytes()).chain(msg) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl Analyzer {
@@ -90,6 +147,7 @@ impl Analyzer {
             tracker: Tracker::new(rules),
             acc: Accumulated::default(),
             evicted_reported: 0,
+            recent: HashMap::default(),
         }
     }
 
@@ -109,6 +167,14 @@ impl Analyzer {
     /// Takes the accumulated counts and alerts.
     pub fn take(&mut self) -> Accumulated {
         std::mem::take(&mut self.acc)
+    }
+
+    fn push_alert(&mut self, a: LogAlert) {
+        if self.acc.alerts.len() < MAX_PENDING_ALERTS {
+            self.acc.alerts.push(a);
+        } else {
+            self.acc.alerts_dropped += 1;
+        }
     }
 
     /// Analyses one line of `stream`. `now_ms` is the wall clock, used for lines without a
@@ -133,8 +199,28 @@ impl Analyzer {
         };
         stream.last_ts = Some(at_ms);
         let attr = stream.ctx.attribute(f.host, f.program, f.pid, &c);
-
+        let outcome = LineOutcome {
+            format: f.format,
+            class: c.class,
+            src: attr.src.clone(),
+            peer: attr.peer.clone(),
+            attempts: attr.attempts,
+            at_ms,
+            cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+        };
         self.acc.lines += 1;
+        if c.class != EventClass::Other {
+            if let Some(pid) = f.pid {
+                if self.is_duplicate(
+                    event_key(f.program, pid, strip_inner_prefix(&f.msg)),
+                    stream.id,
+                    now_ms,
+                ) {
+                    self.acc.duplicates += 1;
+                    return outcome;
+                }
+            }
+        }
         self.acc.counts.add(c.class);
         let credential = matches!(
             c.class,
@@ -164,7 +250,7 @@ impl Analyzer {
             let mut signals: [Option<Signal<'_>>; 2] = [None, None];
             if attr.attempts > 0 {
                 let service = if c.class == EventClass::MqttNotAuthorised {
-                    "MQTT"
+                    "MQTT authentication"
                 } else {
                     "login"
                 };
@@ -192,25 +278,65 @@ impl Analyzer {
             }
             for s in signals.into_iter().flatten() {
                 if let Some(a) = self.tracker.observe(peer, at_ms, s) {
-                    self.acc.alerts.push(a);
+                    self.push_alert(a);
                 }
             }
         }
         if c.class == EventClass::MqttClientIdConflict {
             if let Hint::ClientId(id) = c.hint {
                 if let Some(a) = self.tracker.takeover(id, attr.peer.as_deref(), at_ms) {
-                    self.acc.alerts.push(a);
+                    self.push_alert(a);
                 }
             }
         }
-        LineOutcome {
-            format: f.format,
-            class: c.class,
-            src: attr.src,
-            peer: attr.peer,
-            attempts: attr.attempts,
-            at_ms,
-            cursor: f.cursor.map(|c| c.into_owned()),
+        outcome
+    }
+
+    /// True when `key` matches an occurrence from another stream, seen within
+    /// [`DUPLICATE_WINDOW_MS`] and not yet matched. Each occurrence matches at most one
+    /// occurrence of another stream, so an event logged twice in both places counts twice.
+    fn is_duplicate(&mut self, key: u64, stream: u32, now_ms: i64) -> bool {
+        if let Some(e) = self.recent.get_mut(&key) {
+            let fresh = (now_ms - e.1).abs() <= DUPLICATE_WINDOW_MS;
+            if e.0 != stream && fresh && e.2 > 0 {
+                e.2 -= 1;
+                return true;
+            }
+            if e.0 == stream && fresh {
+                e.1 = now_ms;
+                e.2 = e.2.saturating_add(1);
+                return false;
+            }
         }
+        if self.recent.len() >= MAX_RECENT {
+            self.recent
+                .retain(|_, e| (now_ms - e.1).abs() <= DUPLICATE_WINDOW_MS);
+            if self.recent.len() >= MAX_RECENT {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(key, (stream, now_ms, 1));
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_logged_by_journald_and_rsyslog_counts_once() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut journal = Stream::new();
+        let mut file = Stream::new();
+        let j = br#"{"MESSAGE":"Failed password for root from 192.0.2.9 port 22 ssh2","SYSLOG_IDENTIFIER":"sshd","_PID":"41"}"#;
+        let f =
+            b"Mar  1 10:00:00 gw sshd[41]: Failed password for root from 192.0.2.9 port 22 ssh2";
+        a.line(&mut journal, j, 1_000);
+        a.line(&mut file, f, 2_000);
+        // The same line twice in one stream is two events.
+        a.line(&mut file, f, 3_000);
+        let acc = a.take();
+        assert_eq!((acc.auth_attempts, acc.duplicates), (2, 1));
     }
 }

@@ -38,6 +38,9 @@ pub enum Hint<'a> {
     },
     /// The MQTT client id concerned.
     ClientId(&'a [u8]),
+    /// `Failed publickey` for an existing user: a client offering its keys one by one, normal
+    /// before the right key is accepted (fail2ban does not count it either).
+    KeyOffer,
 }
 
 /// The classifier's verdict on one message.
@@ -85,11 +88,13 @@ const OTHER: Classified<'static> = Classified::new(EventClass::Other);
 /// Dropbear `[pid] date`, Solaris `[ID …]`) are removed first.
 pub fn classify(msg: &[u8]) -> Classified<'_> {
     let mut m = trim_end_ws(strip_inner_prefix(msg));
+    let mut fatal = false;
     // `error: `, `fatal: ` and similar severity words prefix many sshd messages.
     loop {
         if let Some(r) = m.strip_prefix(b"error: ") {
             m = r;
         } else if let Some(r) = m.strip_prefix(b"fatal: ") {
+            fatal = true;
             m = r;
         } else if let Some(r) = m.strip_prefix(b"warning: ") {
             m = r;
@@ -125,7 +130,13 @@ pub fn classify(msg: &[u8]) -> Classified<'_> {
     if let Some(c) = c {
         return c;
     }
-    classify_generic(m)
+    let c = classify_generic(m);
+    if c.class == EventClass::Other && fatal && has_preauth(m) {
+        // sshd ends the connection on any fatal error; before authentication that is a
+        // pre-auth disconnect whatever the reason.
+        return Classified::new(EventClass::PreauthDisconnect);
+    }
+    c
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,10 +299,12 @@ fn classify_f(m: &[u8]) -> Option<Classified<'_>> {
                 .unwrap_or(0)
                 .min(u.len());
             c.invalid_user = Some(&u[..end]);
+        } else if &r[..sp] == b"publickey" {
+            c.hint = Hint::KeyOffer;
         }
         return Some(c);
     }
-    if m.starts_with(b"FAILED SU ") {
+    if m.starts_with(b"FAILED SU ") || m.starts_with(b"FAILED su for ") {
         return Some(Classified::new(EventClass::AuthFailure));
     }
     if let Some(r) = m.strip_prefix(b"FAILED LOGIN ") {
@@ -378,6 +391,10 @@ fn classify_n(m: &[u8]) -> Option<Classified<'_>> {
 }
 
 fn classify_o(m: &[u8]) -> Option<Classified<'_>> {
+    if m.starts_with(b"OpenSSL Error: ") {
+        // Mosquitto 1.x: one line per queued error, without an index.
+        return Some(Classified::new(EventClass::TlsFailure));
+    }
     if let Some(r) = m.strip_prefix(b"OpenSSL Error[") {
         // One failed handshake can log several `OpenSSL Error[i]` lines; count the first.
         if r.starts_with(b"0]") {
@@ -389,6 +406,11 @@ fn classify_o(m: &[u8]) -> Option<Classified<'_>> {
 }
 
 fn classify_p(m: &[u8]) -> Option<Classified<'_>> {
+    if let Some(r) = m.strip_prefix(b"Protocol major versions differ for ") {
+        // Old OpenSSH: `Protocol major versions differ for H port N: SSH-2.0-… vs. SSH-1.5-…`.
+        let addr = host_token(r).map(|h| h.0);
+        return Some(Classified::with(EventClass::PreauthDisconnect, addr));
+    }
     if let Some(r) = m.strip_prefix(b"PAM: ") {
         // `PAM: Authentication failure for U from H`, `PAM: authentication error for U from H via X`,
         // `PAM: User not known to the underlying authentication module for illegal user U from H`.
@@ -555,7 +577,20 @@ fn classify_mqtt_client(r: &[u8]) -> Classified<'_> {
     }
     let sp = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
     let id = &r[..sp];
-    let rest = &r[sp..];
+    let mut rest = &r[sp..];
+    // Newer brokers add the address: `Client <id> [H:P] disconnected, not authorised.`
+    let mut addr = None;
+    if let Some(b) = rest.strip_prefix(b" [") {
+        if let Some(close) = b.iter().position(|&c| c == b']') {
+            addr = host_port_token(&b[..close]);
+            rest = &b[close + 1..];
+        }
+    }
+    let c = classify_mqtt_client_rest(id, rest);
+    Classified { addr, ..c }
+}
+
+fn classify_mqtt_client_rest<'a>(id: &'a [u8], rest: &'a [u8]) -> Classified<'a> {
     if rest.starts_with(b" disconnected, not authorised")
         || rest.starts_with(b" disconnected, not authorized")
     {
@@ -590,9 +625,21 @@ fn classify_generic(m: &[u8]) -> Classified<'_> {
         return Classified::new(EventClass::PamFailure);
     }
     if let Some(src) = find(m, b"SRC=") {
-        if find(m, b"IN=").is_some() {
+        if find(m, b"IN=").is_some() || find(m, b" DST=").is_some() {
             return classify_firewall(m, src);
         }
+    }
+    if let Some(i) = find(m, b"FAIL LOGIN: Client \"") {
+        // vsftpd: `[pid 1] [user] FAIL LOGIN: Client "::ffff:1.2.3.4"`.
+        let h = &m[i + 20..];
+        let addr = h
+            .iter()
+            .position(|&b| b == b'"')
+            .and_then(|e| norm_host(&h[..e]));
+        return Classified::with(EventClass::AuthFailure, addr);
+    }
+    if find(m, b" : user NOT in sudoers").is_some() {
+        return Classified::new(EventClass::InvalidUser);
     }
     if find(m, b"incorrect password attempt").is_some() {
         // sudo: `user : 3 incorrect password attempts ; TTY=pts/0 ; …`.
@@ -612,7 +659,7 @@ fn classify_firewall(m: &[u8], src_at: usize) -> Classified<'_> {
     let dend = dp.iter().position(|&b| b == b' ').unwrap_or(dp.len());
     let dport = parse_u16(&dp[..dend]).unwrap_or(0);
     // The log prefix (`[UFW BLOCK]`, `iptables-drop:` …) is before `IN=`.
-    let prefix = &m[..find(m, b"IN=").unwrap_or(0)];
+    let prefix = &m[..find(m, b"IN=").unwrap_or(src_at)];
     let dropped = !(find(prefix, b"ALLOW").is_some()
         || find(prefix, b"AUDIT").is_some()
         || find(prefix, b"ACCEPT").is_some());
@@ -1023,6 +1070,69 @@ mod tests {
             Some("198.51.100.215"),
         );
         is("[825] Jul 10 23:57:29 Exit before auth from <192.0.2.3:52289>: (user 'root', 10 fails): Max auth tries reached - user 'root'", EventClass::AuthLimit, Some("192.0.2.3"));
+    }
+
+    #[test]
+    fn lines_of_other_daemons_and_versions() {
+        use EventClass::*;
+        is("Disconnecting authenticating user root 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, Some("198.51.100.4"));
+        is(
+            "Connection closed by UNKNOWN port 65535 [preauth]",
+            PreauthDisconnect,
+            None,
+        );
+        is(
+            "fatal: ssh_packet_get_string: string is too large [preauth]",
+            PreauthDisconnect,
+            None,
+        );
+        is("Protocol major versions differ for 198.51.100.5 port 4000: SSH-2.0-OpenSSH vs. SSH-1.5-Nmap", PreauthDisconnect, Some("198.51.100.5"));
+        is(
+            "drop connection #3 from [198.51.100.6]:5000 on [10.0.0.1]:22 past MaxStartups",
+            ConnRefused,
+            Some("198.51.100.6"),
+        );
+        is("pi : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/pi ; USER=root ; COMMAND=/bin/ls", AuthLimit, None);
+        is("pam_unix(sudo:auth): authentication failure; logname=pi uid=1000 euid=0 tty=/dev/pts/0 ruser=pi rhost=  user=pi", PamFailure, None);
+        is("FAILED LOGIN (1) on '/dev/tty1' FROM '198.51.100.7' FOR 'root', Authentication failure", AuthFailure, Some("198.51.100.7"));
+        is(
+            "OpenSSL Error: error:14094418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca",
+            TlsFailure,
+            None,
+        );
+        is(
+            "OpenSSL Error[1]: error:0A000126:SSL routines::unexpected eof while reading",
+            Other,
+            None,
+        );
+        is(
+            "Client sensor-1 [198.51.100.8:4000] disconnected, not authorised.",
+            MqttNotAuthorised,
+            Some("198.51.100.8"),
+        );
+        is(
+            "Denied PUBLISH from sensor-7 (d0, q0, r0, m0, 'plant/secret', ... (5 bytes))",
+            MqttAclDenied,
+            None,
+        );
+        is("[UFW BLOCK] IN=eth0 OUT= MAC=00 SRC=2001:db8::1 DST=2001:db8::2 LEN=60 PROTO=TCP SPT=1 DPT=22", FwDrop, Some("2001:db8::1"));
+        is(
+            "[UFW BLOCK] IN=eth0 OUT= SRC=198.51.100.9 DST=10.0.0.1 LEN=84 PROTO=ICMP TYPE=8",
+            Other,
+            Some("198.51.100.9"),
+        );
+        is(
+            "Exit before auth from <198.51.100.10:5000>: Exited normally",
+            PreauthDisconnect,
+            Some("198.51.100.10"),
+        );
+        is("Pubkey auth succeeded for 'root' with ssh-ed25519 key SHA256:abc from 198.51.100.11:5000", AuthSuccess, Some("198.51.100.11"));
+        is(
+            "Timeout, client not responding from user root 198.51.100.12 port 22",
+            Other,
+            None,
+        );
+        is("\u{0}\u{ff}\u{fe} garbage", Other, None);
     }
 
     #[test]

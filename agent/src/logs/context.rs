@@ -13,11 +13,13 @@
 //! closed … [preauth]`). Attempts, not lines, are counted: a `Failed …` line is one attempt; an
 //! `Invalid user`/PAM line opens an attempt that the next `Failed …` of the same process
 //! completes; a summary or disconnect line counts only when the connection counted nothing else.
+//! `Failed publickey` for an existing user is a client offering its keys one by one and is not
+//! counted (the connection's disconnect or auth-limit line counts if no key is accepted).
 //!
 //! The table is bounded; when full, the least recently used half is dropped.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use super::class::EventClass;
 use super::classify::{Classified, Hint};
@@ -35,9 +37,9 @@ struct ConnKey {
 #[derive(Debug, Default)]
 struct ConnState {
     /// Address from the connection-opening line (process-per-connection servers).
-    start: Option<Box<str>>,
+    start: Option<Arc<str>>,
     /// Latest address seen on this process (or, for single-process servers, on the stream).
-    last: Option<Box<str>>,
+    last: Option<Arc<str>>,
     /// Something on this connection was counted as an attempt.
     counted: bool,
     /// An attempt was counted from a precursor line (invalid user, PAM) and not yet completed
@@ -51,10 +53,10 @@ struct ConnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribution {
     /// The line's client address: its own, or the one of its process' connection-opening line.
-    pub src: Option<Box<str>>,
+    pub src: Option<Arc<str>>,
     /// Best guess at the client, for counting and alerts: `src`, else the latest address seen on
     /// the same process (or on the single-process server's stream).
-    pub peer: Option<Box<str>>,
+    pub peer: Option<Arc<str>>,
     /// Authentication attempts this line adds (0 or 1).
     pub attempts: u8,
 }
@@ -67,26 +69,18 @@ pub struct Context {
     evicted: u64,
 }
 
+/// FNV-1a: keys are short (host names, program names) and the table is bounded anyway.
 fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h = FixedState.build_hasher();
-    h.write(b);
-    h.finish()
-}
-
-/// A deterministic hasher for keys (no per-process random state needed: keys are not
-/// attacker-chosen in a way that matters at this table size, and eviction bounds it anyway).
-#[derive(Default, Clone, Copy)]
-struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = std::collections::hash_map::DefaultHasher;
-    fn build_hasher(&self) -> Self::Hasher {
-        std::collections::hash_map::DefaultHasher::new()
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
 }
 
-fn to_box(b: &[u8]) -> Box<str> {
-    String::from_utf8_lossy(b).into_owned().into_boxed_str()
+fn to_shared(b: &[u8]) -> Arc<str> {
+    Arc::from(String::from_utf8_lossy(b))
 }
 
 impl Context {
@@ -109,7 +103,7 @@ impl Context {
         c: &Classified<'_>,
     ) -> Attribution {
         self.clock += 1;
-        let own: Option<Box<str>> = c.addr.map(to_box);
+        let own: Option<Arc<str>> = c.addr.map(to_shared);
         let key = ConnKey {
             host: hash_bytes(host),
             program: hash_bytes(program),
@@ -163,6 +157,9 @@ impl Context {
 fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u8 {
     let user = c.invalid_user.map(hash_bytes).unwrap_or(0);
     match c.class {
+        // A key offered and refused for an existing user is not a guess; the connection's
+        // outcome (accepted, or a pre-auth disconnect / auth limit) is what counts.
+        EventClass::AuthFailure if c.hint == Hint::KeyOffer => 0,
         EventClass::AuthFailure => {
             st.counted = true;
             if per_process && st.open_attempt {
@@ -208,5 +205,95 @@ fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u
         }
         EventClass::MqttNotAuthorised => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::classify::classify;
+
+    fn attempts(lines: &[(u32, &str)]) -> u32 {
+        let mut ctx = Context::new();
+        lines
+            .iter()
+            .map(|(pid, m)| {
+                u32::from(
+                    ctx.attribute(b"h", b"sshd", Some(*pid), &classify(m.as_bytes()))
+                        .attempts,
+                )
+            })
+            .sum()
+    }
+
+    #[test]
+    fn one_ssh_attempt_over_several_lines_counts_once() {
+        assert_eq!(
+            attempts(&[
+                (7, "Invalid user admin from 192.0.2.3 port 4"),
+                (7, "pam_unix(sshd:auth): check pass; user unknown"),
+                (7, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.3"),
+                (7, "Failed password for invalid user admin from 192.0.2.3 port 4 ssh2"),
+                (7, "Connection closed by invalid user admin 192.0.2.3 port 4 [preauth]"),
+            ]),
+            1
+        );
+    }
+
+    #[test]
+    fn several_passwords_on_one_connection_count_each() {
+        assert_eq!(
+            attempts(&[
+                (8, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.4  user=root"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "Failed password for root from 192.0.2.4 port 5 ssh2"),
+                (8, "error: maximum authentication attempts exceeded for root from 192.0.2.4 port 5 ssh2 [preauth]"),
+                (8, "Disconnecting authenticating user root 192.0.2.4 port 5: Too many authentication failures [preauth]"),
+            ]),
+            3
+        );
+    }
+
+    #[test]
+    fn refused_keys_of_an_existing_user_are_not_guesses() {
+        assert_eq!(
+            attempts(&[
+                (
+                    9,
+                    "Failed publickey for git from 192.0.2.1 port 6 ssh2: ECDSA 0e:ff"
+                ),
+                (
+                    9,
+                    "Failed publickey for git from 192.0.2.1 port 6 ssh2: RSA 04:bc"
+                ),
+                (
+                    9,
+                    "Accepted publickey for git from 192.0.2.1 port 6 ssh2: DSA 36:48"
+                ),
+            ]),
+            0
+        );
+    }
+
+    #[test]
+    fn the_connection_address_is_inherited_by_lines_without_one() {
+        let mut ctx = Context::new();
+        let c = classify(b"Connection from 192.0.2.10 port 62004 on 192.0.2.1 port 22");
+        ctx.attribute(b"h", b"sshd", Some(3), &c);
+        let a = ctx.attribute(
+            b"h",
+            b"sshd",
+            Some(3),
+            &classify(b"fatal: Unable to negotiate a key exchange method [preauth]"),
+        );
+        assert_eq!(a.src.as_deref(), Some("192.0.2.10"));
+        let other = ctx.attribute(
+            b"h",
+            b"sshd",
+            Some(4),
+            &classify(b"fatal: Unable to negotiate a key exchange method [preauth]"),
+        );
+        assert_eq!(other.src, None);
     }
 }

@@ -127,6 +127,8 @@ pub fn frame(line: &[u8]) -> Frame<'_> {
         s = rest;
     }
     let s = trim_start(s);
+    // `journalctl -o json-seq` starts each record with an ASCII record separator.
+    let s = s.strip_prefix(b"\x1e").unwrap_or(s);
     match s.first() {
         Some(b'{') => {
             if let Some(f) = frame_journal(s) {
@@ -139,12 +141,17 @@ pub fn frame(line: &[u8]) -> Frame<'_> {
             }
         }
         Some(b'A'..=b'Z') => {
-            if let Some(f) = frame_bsd(s) {
+            if let Some(f) = frame_bsd(s).or_else(|| frame_weekday(s)) {
                 return f;
             }
         }
         Some(b'0'..=b'9') => {
             if let Some(f) = frame_numeric(s) {
+                return f;
+            }
+        }
+        Some(b'[') => {
+            if let Some(f) = frame_monotonic(s) {
                 return f;
             }
         }
@@ -259,6 +266,26 @@ fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
             cursor: None,
         });
     }
+    if (9..=11).contains(&digits) && s.get(digits) == Some(&b'.') {
+        // `journalctl -o short-unix`: `1709287200.123456 host tag[pid]: message`.
+        let frac = s[digits + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if frac > 0 && s.get(digits + 1 + frac) == Some(&b' ') {
+            let secs = i64::try_from(parse_u64(&s[..digits])?).ok()?;
+            let ms3 = s[digits + 1..digits + 1 + frac.min(3)]
+                .iter()
+                .fold(0i64, |a, &b| a * 10 + i64::from(b - b'0'))
+                * 10i64.pow(3 - frac.min(3) as u32);
+            let rest = trim_start(&s[digits + 2 + frac..]);
+            return Some(host_tag(
+                Format::Syslog,
+                Some(Stamp::EpochMs(secs * 1000 + ms3)),
+                rest,
+            ));
+        }
+    }
     let (ms, used) = parse_iso(s)?;
     let rest = &s[used..];
     if let Some(msg) = rest.strip_prefix(b": ") {
@@ -336,6 +363,82 @@ fn parse_bsd_date(s: &[u8]) -> Option<(Stamp, usize)> {
     Some((Stamp::NoYear { month, day, secs }, i))
 }
 
+const WEEKDAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+
+/// Lines starting with a weekday: `journalctl -o short-full` (`Fri 2024-03-01 10:00:00 UTC host
+/// tag: …`) and BusyBox/OpenWrt `logread` (`Fri Mar  1 10:00:00 2024 authpriv.warn tag: …`).
+fn frame_weekday(s: &[u8]) -> Option<Frame<'_>> {
+    if s.len() < 20 || !WEEKDAYS.iter().any(|w| &s[..3] == *w) || s[3] != b' ' {
+        return None;
+    }
+    let r = &s[4..];
+    if let Some((ms, used)) = parse_iso(r) {
+        // The zone token (`UTC`, `CET`, `+0100`) follows; the time is taken as UTC.
+        let rest = trim_start(&r[used..]);
+        let rest = match split_token(rest) {
+            Some((zone, after))
+                if zone
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-') =>
+            {
+                after
+            }
+            _ => rest,
+        };
+        return Some(host_tag(Format::Syslog, Some(Stamp::EpochMs(ms)), rest));
+    }
+    let (stamp, used) = parse_bsd_date(r)?;
+    let rest = r.get(used..)?.strip_prefix(b" ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits != 4 || rest.get(4) != Some(&b' ') {
+        return None;
+    }
+    let year = i32::try_from(parse_u64(&rest[..4])?).ok()?;
+    let stamp = Stamp::EpochMs(stamp.to_epoch_ms(year));
+    Some(host_tag(
+        Format::Syslog,
+        Some(stamp),
+        trim_start(&rest[5..]),
+    ))
+}
+
+/// `journalctl -o short-monotonic`: `[  510.990087] host tag[pid]: message`.
+fn frame_monotonic(s: &[u8]) -> Option<Frame<'_>> {
+    let close = s.iter().take(32).position(|&b| b == b']')?;
+    let inner = &s[1..close];
+    if inner.is_empty()
+        || !inner
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b == b'.' || b == b' ')
+    {
+        return None;
+    }
+    let rest = trim_start(&s[close + 1..]);
+    let f = host_tag(Format::Syslog, None, rest);
+    // A kernel ring-buffer line (`[12.3] IN=eth0 …`) has no tag: keep the whole line then.
+    if f.program.is_empty() {
+        return None;
+    }
+    Some(f)
+}
+
+/// A syslog `facility.level` token (BusyBox syslogd, OpenWrt logread).
+fn is_facility_level(tok: &[u8]) -> bool {
+    const LEVELS: [&[u8]; 11] = [
+        b"emerg", b"alert", b"crit", b"err", b"error", b"warn", b"warning", b"notice", b"info",
+        b"debug", b"panic",
+    ];
+    let Some(dot) = tok.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (fac, lvl) = (&tok[..dot], &tok[dot + 1..]);
+    !fac.is_empty()
+        && fac
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && LEVELS.contains(&lvl)
+}
+
 /// The `[host] tag[pid]: message` part shared by BSD syslog and ISO lines.
 fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
     let mut f = Frame {
@@ -347,6 +450,14 @@ fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
         msg: Cow::Borrowed(s),
         cursor: None,
     };
+    let mut s = s;
+    // BusyBox syslogd and logread put `facility.level` before or after the host.
+    if let Some((tok, rest)) = split_token(s) {
+        if is_facility_level(tok) {
+            s = rest;
+            f.msg = Cow::Borrowed(s);
+        }
+    }
     let Some((tok1, rest1)) = split_token(s) else {
         // A single token: either a tag with nothing after it, or a bare message.
         if let Some((prog, pid)) = parse_tag(s) {
@@ -364,6 +475,12 @@ fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
     }
     // tok1 is the host; the tag follows.
     f.host = tok1;
+    let mut rest1 = rest1;
+    if let Some((tok, rest)) = split_token(rest1) {
+        if is_facility_level(tok) {
+            rest1 = rest;
+        }
+    }
     match split_token(rest1) {
         Some((tok2, rest2)) => {
             if let Some((prog, pid)) = parse_tag(tok2) {
@@ -567,6 +684,11 @@ struct JournalEntry<'a> {
     realtime: Option<JournalText<'a>>,
     #[serde(rename = "__CURSOR", borrow, default)]
     cursor: Option<Cow<'a, str>>,
+    /// Docker `json-file` logs: `{"log":"…\n","stream":"stderr","time":"…"}`.
+    #[serde(borrow, default)]
+    log: Option<JournalText<'a>>,
+    #[serde(borrow, default)]
+    time: Option<JournalText<'a>>,
 }
 
 /// A journal field: a string, or an array of bytes when the value is not valid UTF-8.
@@ -629,7 +751,34 @@ fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
         .as_ref()
         .and_then(JournalText::number)
         .and_then(|us| i64::try_from(us / 1000).ok())
+        .or_else(|| {
+            e.time
+                .as_ref()
+                .and_then(|t| parse_iso(t.as_borrowed()).map(|(ms, _)| ms))
+        })
         .map(Stamp::EpochMs);
+    if e.message.is_none() {
+        if let Some(log) = e.log {
+            // A container's output line: frame it like a line of a text file.
+            let text = log.into_bytes();
+            return Some(match text {
+                Cow::Borrowed(b) => {
+                    let mut inner = frame(b);
+                    inner.stamp = inner.stamp.or(stamp);
+                    inner
+                }
+                Cow::Owned(b) => Frame {
+                    format: Format::Journal,
+                    stamp,
+                    host: b"",
+                    program: b"",
+                    pid: None,
+                    msg: Cow::Owned(trim_end(&b).to_vec()),
+                    cursor: None,
+                },
+            });
+        }
+    }
     Some(Frame {
         format: Format::Journal,
         stamp,
@@ -772,6 +921,35 @@ mod tests {
         assert_eq!(
             strip_inner_prefix(b"[ID 800047 auth.info] Failed none"),
             b"Failed none"
+        );
+    }
+
+    #[test]
+    fn journalctl_short_variants_busybox_and_docker() {
+        let f = frame(b"Fri 2024-03-01 10:00:00 UTC gw sshd[7]: Invalid user x from 1.2.3.4");
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b"gw"[..], &b"sshd"[..], Some(7))
+        );
+        assert_eq!(msg(&f), "Invalid user x from 1.2.3.4");
+        let f =
+            frame(b"Fri Mar  1 10:00:00 2024 authpriv.warn dropbear[1234]: Bad password attempt");
+        assert_eq!((f.host, f.program), (&b""[..], &b"dropbear"[..]));
+        assert_eq!(msg(&f), "Bad password attempt");
+        let f =
+            frame(b"Mar  1 10:00:00 gw authpriv.info dropbear[9]: Child connection from 1.2.3.4:5");
+        assert_eq!((f.host, f.program), (&b"gw"[..], &b"dropbear"[..]));
+        let f = frame(b"1709287200.123456 gw sshd[1]: Accepted");
+        assert_eq!(f.stamp, Some(Stamp::EpochMs(1_709_287_200_123)));
+        assert_eq!(msg(&f), "Accepted");
+        let f = frame(b"[  510.990087] gw sshd[1]: Accepted");
+        assert_eq!(msg(&f), "Accepted");
+        let f = frame(b"\x1e{\"MESSAGE\":\"x\"}");
+        assert_eq!(msg(&f), "x");
+        let f = frame(br#"{"log":"1709287200: Client <unknown> disconnected, not authorised.\n","stream":"stderr","time":"2024-03-01T10:00:00.5Z"}"#);
+        assert_eq!(
+            msg(&f),
+            "1709287200: Client <unknown> disconnected, not authorised."
         );
     }
 

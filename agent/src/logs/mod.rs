@@ -5,8 +5,8 @@
 //! - [`source`]: follows text files (position persisted, rotation, truncation, late files) and the
 //!   systemd journal (`journalctl --follow --output=json`, cursor persisted);
 //! - [`lines`]: splits bytes into lines with a length cap (longer lines are skipped and counted);
-//! - [`format`]: frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
-//! - [`classify`]: the pure, allocation-free classifier: one [`EventClass`] and the client address;
+//! - [`format`](mod@format): frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
+//! - [`classify`](mod@classify): the pure, allocation-free classifier: one [`EventClass`] and the client address;
 //! - [`context`]: per-stream connection context (address of lines that carry none, attempts
 //!   counted per connection rather than per line);
 //! - [`tracker`]: per-source windows raising [`LogAlert`]s (brute force, user enumeration,
@@ -25,6 +25,9 @@ pub mod lines;
 pub mod scan;
 pub mod source;
 pub mod tracker;
+
+#[cfg(test)]
+mod proptests;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +67,11 @@ pub struct LogTick {
     pub sources: Vec<IpAddr>,
     /// Alerts raised.
     pub alerts: Vec<LogAlert>,
+    /// Alerts lost because too many were raised between two drains.
+    pub alerts_dropped: u64,
+    /// Events read a second time through another source (journald and rsyslog both logging
+    /// them) and not counted again.
+    pub duplicates: u64,
 }
 
 impl LogTick {
@@ -108,7 +116,10 @@ impl LogTick {
                 metrics::AUTH_FAILURE_SOURCES,
                 MetricValue::IpList(self.sources.clone()),
             ),
-            (metrics::LOG_ALERTS, n(self.alerts.len() as u64)),
+            (
+                metrics::LOG_ALERTS,
+                n(self.alerts.len() as u64 + self.alerts_dropped),
+            ),
             (metrics::LOG_LINES_SKIPPED, n(self.skipped)),
             (metrics::LOG_SOURCES_EVICTED, n(self.evicted)),
         ]
@@ -143,7 +154,8 @@ impl LogMonitor {
             if cfg.journal {
                 tokio::spawn(source::follow_journal(shared.clone(), stop.clone()));
             }
-            for path in &cfg.files {
+            let paths: std::collections::BTreeSet<&PathBuf> = cfg.files.iter().collect();
+            for path in paths {
                 let follower = FileFollower::new(path.clone(), saved.files.get(path).copied());
                 tokio::spawn(source::follow_file(follower, shared.clone(), stop.clone()));
             }
@@ -183,6 +195,8 @@ impl LogMonitor {
             skipped: acc.skipped,
             evicted,
             sources: acc.sources.into_iter().collect(),
+            alerts_dropped: acc.alerts_dropped,
+            duplicates: acc.duplicates,
             alerts: acc.alerts,
         }
     }

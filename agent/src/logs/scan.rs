@@ -82,7 +82,7 @@ pub struct LineRow {
     /// The class, `None` for a skipped oversized line.
     pub class: Option<EventClass>,
     /// Source address, when the line names one.
-    pub src: Option<Box<str>>,
+    pub src: Option<std::sync::Arc<str>>,
 }
 
 fn now_ms() -> i64 {
@@ -306,4 +306,95 @@ fn write_text(s: &ScanSummary, out: &mut impl Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+Mar  1 10:00:01 gw sshd[1]: Invalid user a from 203.0.113.5 port 1
+Mar  1 10:00:02 gw sshd[2]: Invalid user b from 203.0.113.5 port 2
+Mar  1 10:00:03 gw sshd[3]: Invalid user c from 203.0.113.5 port 3
+Mar  1 10:00:04 gw sshd[4]: Invalid user d from 203.0.113.5 port 4
+Mar  1 10:00:05 gw sshd[5]: Invalid user e from 203.0.113.5 port 5
+Mar  1 10:00:06 gw sshd[6]: Invalid user f from 203.0.113.5 port 6
+Mar  1 10:00:07 gw sshd[7]: pam_unix(sshd:session): session opened for user pi(uid=1000) by (uid=0)
+";
+
+    fn run(opts: ScanOptions) -> (String, ScanSummary) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth.log");
+        std::fs::write(&p, LOG).unwrap();
+        let mut out = Vec::new();
+        let s = scan_files(std::slice::from_ref(&p), opts, &mut out).unwrap();
+        let text = String::from_utf8(out)
+            .unwrap()
+            .replace(&*p.to_string_lossy(), "FILE");
+        (text, s)
+    }
+
+    #[test]
+    fn lines_output_is_one_tab_separated_row_per_line() {
+        let (text, _) = run(ScanOptions {
+            lines: true,
+            ..ScanOptions::default()
+        });
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 7);
+        assert_eq!(rows[0], "FILE\t1\tinvalid_user\t203.0.113.5");
+        assert_eq!(rows[6], "FILE\t7\tother\t");
+    }
+
+    #[test]
+    fn summary_lists_counts_and_the_alerts_with_their_line() {
+        let (text, s) = run(ScanOptions::default());
+        assert!(text.starts_with("FILE: 7 lines (0 skipped)\n"), "{text}");
+        assert!(text.contains("  invalid_user            6\n"), "{text}");
+        assert!(text.contains("  other                   1\n"), "{text}");
+        assert!(
+            text.contains("brute_force           203.0.113.5       6 events  FILE:6  "),
+            "{text}"
+        );
+        assert!(
+            text.contains("user_enumeration      203.0.113.5       6 events  FILE:6  "),
+            "{text}"
+        );
+        assert_eq!(s.alerts.len(), 2);
+        assert_eq!(s.classes.get(EventClass::InvalidUser), 6);
+    }
+
+    #[test]
+    fn json_output_parses_and_carries_the_same_numbers() {
+        let (text, _) = run(ScanOptions {
+            json: true,
+            ..ScanOptions::default()
+        });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["classes"]["invalid_user"], 6);
+        assert_eq!(v["files"][0]["lines"], 7);
+        assert_eq!(v["alerts"][0]["kind"], "brute_force");
+        assert_eq!(v["alerts"][0]["source"], "203.0.113.5");
+        assert_eq!(v["alerts"][0]["line"], 6);
+        let (text, _) = run(ScanOptions {
+            json: true,
+            lines: true,
+            ..ScanOptions::default()
+        });
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["class"], "invalid_user");
+        assert_eq!(first["line"], 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let mut out = Vec::new();
+        let e = scan_files(
+            &[PathBuf::from("/nonexistent/auth.log")],
+            ScanOptions::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/auth.log"), "{e}");
+    }
 }

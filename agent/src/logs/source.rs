@@ -455,13 +455,24 @@ pub async fn follow_file(
 
 /// Follows the systemd journal until `stop`.
 pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken) {
+    follow_journal_with("journalctl".into(), shared, stop).await;
+}
+
+/// [`follow_journal`] with another `journalctl` program (tests).
+pub async fn follow_journal_with(
+    program: std::ffi::OsString,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+) {
     use tokio::io::AsyncReadExt;
 
     let mut reported = false;
+    let mut reported_exit = false;
+    let stderr_reported = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut stream = Stream::new();
     loop {
         let cursor = lock(&shared).positions.journal_cursor.clone();
-        let mut cmd = tokio::process::Command::new("journalctl");
+        let mut cmd = tokio::process::Command::new(&program);
         cmd.args(["--follow", "--output=json", "--quiet"]);
         match &cursor {
             Some(c) => {
@@ -488,8 +499,11 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
                 }
             }
         };
-        info!("Following the systemd journal.");
+        if !reported_exit {
+            info!("Following the systemd journal.");
+        }
         if let Some(mut err) = child.stderr.take() {
+            let once = stderr_reported.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -504,7 +518,7 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
                 }
                 let text = String::from_utf8_lossy(&buf);
                 let text = text.trim();
-                if !text.is_empty() {
+                if !text.is_empty() && !once.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     warn!(message = %text, "journalctl reported a problem (the agent's user needs the systemd-journal group to read the system journal).");
                 }
             });
@@ -543,7 +557,10 @@ pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken)
             });
         }
         let status = child.wait().await;
-        warn!(status = ?status.ok(), "journalctl exited; restarting it in 30 s.");
+        if !reported_exit {
+            warn!(status = ?status.ok(), "journalctl exited; restarting it every 30 s.");
+            reported_exit = true;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(JOURNAL_RESTART) => {}
@@ -593,8 +610,9 @@ mod tests {
         b.poll(&sh);
         assert_eq!(failures(&sh), 0);
         append(&old, FAIL);
-        append(&late, FAIL);
-        append(&late, FAIL);
+        let other = FAIL.replace("sshd[1]", "sshd[2]");
+        append(&late, &other);
+        append(&late, &other);
         a.poll(&sh);
         b.poll(&sh);
         assert_eq!(failures(&sh), 3);
@@ -649,6 +667,56 @@ mod tests {
         let mut f = FileFollower::new(p.clone(), saved.files.get(&p).copied());
         f.poll(&sh2);
         assert_eq!(failures(&sh2), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journal_entries_are_counted_and_their_cursor_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let args = dir.path().join("args");
+        let script = dir.path().join("journalctl");
+        let entry = |c: &str, port: u32| {
+            format!(
+                r#"{{"__CURSOR":"{c}","MESSAGE":"Failed password for root from 192.0.2.9 port {port} ssh2","SYSLOG_IDENTIFIER":"sshd","_PID":"{port}","__REALTIME_TIMESTAMP":"1795801411249695"}}"#
+            )
+        };
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" > '{}'\necho '{}'\necho '{}'\nexec sleep 30\n",
+                args.display(),
+                entry("s=1", 1),
+                entry("s=2", 2)
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let sh = Arc::new(shared());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow_journal_with(
+            script.clone().into_os_string(),
+            sh.clone(),
+            stop.clone(),
+        ));
+        let mut n = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            n += failures(&sh);
+            if n >= 2 {
+                break;
+            }
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(lock(&sh).positions.journal_cursor.as_deref(), Some("s=2"));
+        let args = fs::read_to_string(&args).unwrap();
+        assert!(
+            args.contains("--follow")
+                && args.contains("--output=json")
+                && args.contains("--lines=0"),
+            "{args}"
+        );
     }
 
     #[test]

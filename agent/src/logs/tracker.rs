@@ -153,7 +153,7 @@ impl Rules {
 pub enum Signal<'a> {
     /// An authentication attempt (`service` names it in the alert).
     Attempt {
-        /// `ssh`, `mqtt`, … for the alert text.
+        /// `login`, `MQTT authentication`, … for the alert text.
         service: &'static str,
     },
     /// A user name tried that does not exist or is refused.
@@ -334,7 +334,7 @@ impl Tracker {
         }
         let detail = match signal {
             Signal::Attempt { service } => format!(
-                "{n} failed {service} authentication attempts from {host} within {}",
+                "{n} failed {service} attempts from {host} within {}",
                 fmt_dur(rules.window)
             ),
             Signal::User(_) => format!("{n} distinct unknown or refused user names tried from {host} within {}", fmt_dur(rules.window)),

@@ -1,0 +1,136 @@
+//! Property tests: framing, classification, line splitting and analysis never panic, whatever
+//! the bytes, and the classifier's address is always a slice of its input.
+
+use proptest::prelude::*;
+
+use super::analyze::{Analyzer, Stream};
+use super::classify::classify;
+use super::format::{frame, strip_inner_prefix};
+use super::lines::{LineSplitter, Piece};
+use super::tracker::Rules;
+
+/// Bytes that look like log lines often enough to reach deep branches.
+fn loggy() -> impl Strategy<Value = Vec<u8>> {
+    let words = prop::sample::select(vec![
+        "Failed password for ",
+        "invalid user ",
+        " from ",
+        " port ",
+        " ssh2",
+        ": ",
+        "[preauth]",
+        "Connection closed by ",
+        "Disconnected from ",
+        "Invalid user ",
+        "User ",
+        " not allowed because ",
+        "pam_unix(sshd:auth): authentication failure; ",
+        "rhost=",
+        " user=",
+        "Client ",
+        " disconnected, not authorised.",
+        "New connection from ",
+        "OpenSSL Error[0]: ",
+        "Unable to negotiate with ",
+        "refused connect from ",
+        "Exit before auth from <",
+        ">",
+        "1.2.3.4",
+        "::ffff:10.0.0.1",
+        "fe80::1:22",
+        "example.com",
+        "SRC=",
+        " DPT=",
+        "IN=",
+        "Jan  1 00:00:00 h sshd[1]: ",
+        "<38>1 2019-07-08T17:40:16-04:00 h sshd 1 - [a b=\"]\"] ",
+        "2015-04-16T18:02:50.3+00:00 host sshd[2]: ",
+        "1795801273: ",
+        "{\"MESSAGE\":\"",
+        "\"}",
+        "[825] Jul 10 23:53:52 ",
+        "[ID 800047 auth.info] ",
+        "error: ",
+        "fatal: ",
+        "\u{0}",
+        "\u{ff}",
+        " ",
+        "(",
+        ")",
+        "'",
+        ":",
+    ]);
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        prop::collection::vec(words, 0..24).prop_map(|w| w.concat().into_bytes()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn framing_and_classification_never_panic(line in loggy()) {
+        let f = frame(&line);
+        let c = classify(&f.msg);
+        if let Some(addr) = c.addr {
+            prop_assert!(!addr.is_empty());
+        }
+        let _ = classify(&line);
+        let _ = strip_inner_prefix(&line);
+    }
+
+    #[test]
+    fn classifier_addresses_point_into_the_message(line in loggy()) {
+        let c = classify(&line);
+        if let Some(addr) = c.addr {
+            let base = line.as_ptr() as usize;
+            let a = addr.as_ptr() as usize;
+            prop_assert!(a >= base && a + addr.len() <= base + line.len());
+        }
+    }
+
+    #[test]
+    fn analysis_of_any_stream_never_panics(lines in prop::collection::vec(loggy(), 0..40)) {
+        let mut a = Analyzer::new(Rules { max_sources: 16, ..Rules::default() });
+        let mut s = Stream::new();
+        for l in &lines {
+            let _ = a.line(&mut s, l, 1_800_000_000_000);
+        }
+        let acc = a.take();
+        prop_assert_eq!(acc.lines, lines.len() as u64);
+        prop_assert_eq!(acc.counts.total(), lines.len() as u64);
+    }
+
+    #[test]
+    fn splitter_delivers_every_line_of_any_chunking(
+        data in prop::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..400),
+        cuts in prop::collection::vec(0usize..400, 0..8),
+        cap in 1usize..64,
+    ) {
+        let mut want: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        if data.last() == Some(&b'\n') || data.is_empty() {
+            parts.pop();
+        }
+        for p in parts {
+            want.push(if p.len() > cap { None } else { Some(p.to_vec()) });
+        }
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort_unstable();
+        let mut s = LineSplitter::with_cap(cap);
+        let mut got: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut push = |p: Piece<'_>| got.push(match p {
+            Piece::Line(l) => Some(l.to_vec()),
+            Piece::Oversized => None,
+        });
+        let mut at = 0;
+        for c in cuts {
+            s.feed(&data[at..c], &mut push);
+            at = c;
+        }
+        s.feed(&data[at..], &mut push);
+        s.finish(&mut push);
+        prop_assert_eq!(got, want);
+    }
+}
