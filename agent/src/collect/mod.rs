@@ -532,7 +532,7 @@ impl Collector {
     }
 
     fn sample_system(&mut self, custom: &mut BTreeMap<String, MetricValue>, warm_up: bool) {
-        match text::read_into(&self.paths.stat, &mut self.buf) {
+        match text::read_whole_into(&self.paths.stat, &mut self.buf) {
             Ok(data) => match system::parse_stat_cpu(data) {
                 Ok(cur) => {
                     if let Some(pct) = self.cpu.and_then(|prev| system::cpu_percent(prev, cur)) {
@@ -577,7 +577,7 @@ impl Collector {
             ),
         ];
         for (src, path, name, parse) in gauges {
-            match text::read_into(path, &mut self.buf) {
+            match text::read_whole_into(path, &mut self.buf) {
                 Ok(data) => match parse(data) {
                     Ok(v) => {
                         custom.insert(name.to_owned(), MetricValue::Number(v));

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::text::{dec_u64, fields, read_into};
+use super::text::{dec_u64, fields, read_whole_into};
 
 /// `ESRCH`: reading the files of a process that is being reaped.
 const ESRCH: i32 = 3;
@@ -130,7 +130,7 @@ impl ProcessTable {
             self.path.push(proc_root);
             self.path.push(&name);
             self.path.push("stat");
-            let data = match read_into(&self.path, &mut self.buf) {
+            let data = match read_whole_into(&self.path, &mut self.buf) {
                 Ok(d) => d,
                 // Exited since the listing (ENOENT), or a zombie being reaped (ESRCH).
                 Err(e)

@@ -167,11 +167,7 @@ impl SocketReader {
             Proto::Tcp => TCP_STATES,
             Proto::Udp => UDP_STATES,
         };
-        diag.dump(proto, false, states, out)
-            .map_err(|e| (e, false))?;
-        diag.dump(proto, true, states, out)
-            .map_err(|e| (e, false))?;
-        Ok(())
+        diag.dump_all(proto, states, out).map_err(|e| (e, false))
     }
 }
 

@@ -57,6 +57,34 @@ fn live_sample_fills_every_field_and_warm_up_has_zero_deltas() {
     }
 }
 
+#[test]
+fn one_tcp_dump_covers_both_families_with_the_kernel_state_filter() {
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v6 = TcpListener::bind("[::1]:0").ok();
+    let mut diag = netlink::SockDiag::open().unwrap();
+    let mut out = Vec::new();
+    diag.dump_all(Proto::Tcp, sockets::TCP_STATES, &mut out)
+        .unwrap();
+    assert!(
+        diag.uses_tcp_compat(),
+        "this kernel supports TCPDIAG_GETSOCK"
+    );
+    assert!(out
+        .iter()
+        .all(|s| s.state == procnet::state::LISTEN || s.state == procnet::state::ESTABLISHED));
+    let has = |a: std::net::SocketAddr| out.iter().any(|s| s.local == a);
+    assert!(has(v4.local_addr().unwrap()));
+    if let Some(v6) = v6 {
+        assert!(has(v6.local_addr().unwrap()));
+    }
+    let mut listen_only = Vec::new();
+    diag.dump_all(Proto::Tcp, 1 << procnet::state::LISTEN, &mut listen_only)
+        .unwrap();
+    assert!(listen_only
+        .iter()
+        .all(|s| s.state == procnet::state::LISTEN));
+}
+
 mod properties {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
