@@ -163,7 +163,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let base = Config::embedded_default().collect;
 
     let mut g = c.benchmark_group("collect/sample");
-    g.measurement_time(Duration::from_secs(8));
+    g.measurement_time(Duration::from_secs(6));
     for netlink in [true, false] {
         let mut cfg = base.clone();
         cfg.netlink = netlink;
