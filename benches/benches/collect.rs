@@ -11,6 +11,13 @@
 //! `collect/socket_owners` (the `/proc/<pid>/fd` walk that runs only when listeners change).
 //!
 //! Run: `cargo bench -j2 -p benches --bench collect`
+//!
+//! Reference figures (x86_64 VM, 2 shared vCPUs, 24 GB RAM, Linux 6.18, load average 6–9 from
+//! other work; median CPU time per iteration): full sample with netlink 1.9 ms, with
+//! `/proc/net` 5.4 ms; socket tables alone 0.46 ms (netlink) vs 3.8 ms (`/proc/net`); process
+//! walk 1.24 ms for 200 processes; owner walk 3.8 ms (runs only when new listeners appear, at most
+//! every 30 s). Most of the netlink socket time is the kernel's walk of the TCP connection hash
+//! table, whose size scales with RAM (far smaller on a 1–4 GB gateway).
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
