@@ -50,8 +50,6 @@ use snmp::SnmpState;
 use sockets::{RawSocket, SocketReader};
 use system::CpuTimes;
 
-pub use sockets::RawSocket as Socket;
-
 /// The real procfs mount.
 pub const PROC_ROOT: &str = "/proc";
 /// Minimum time between two `/proc/<pid>/fd` walks (each costs milliseconds). A listener that
