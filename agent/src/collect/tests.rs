@@ -212,3 +212,9 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn collector_can_move_into_a_blocking_task() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Collector>();
+}
