@@ -50,10 +50,12 @@ use snmp::SnmpState;
 use sockets::{RawSocket, SocketReader};
 use system::CpuTimes;
 
-pub use sockets::RawSocket as Socket;
-
 /// The real procfs mount.
 pub const PROC_ROOT: &str = "/proc";
+/// Minimum time between two `/proc/<pid>/fd` walks (each costs milliseconds). A listener that
+/// appears within this time of the previous walk is reported at once, its owner up to this much
+/// later.
+pub const OWNER_WALK_MIN_GAP: Duration = Duration::from_secs(30);
 /// The address table is re-read at least this often even when every address resolves.
 const ADDR_TABLE_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -178,7 +180,14 @@ pub struct Collector {
     addrs_read_at: Option<Instant>,
     listen_inodes: Vec<u64>,
     scratch_inodes: Vec<u64>,
+    /// Owner name of each listening socket inode found so far (only inodes still listening).
     owners: HashMap<u64, String>,
+    /// Listening inodes whose owner the last walk could not see (sorted): they do not trigger
+    /// another walk.
+    unowned: Vec<u64>,
+    /// A walk is due but was deferred by [`OWNER_WALK_MIN_GAP`].
+    owners_pending: bool,
+    last_owner_walk: Option<Instant>,
 }
 
 impl Collector {
@@ -216,6 +225,9 @@ impl Collector {
             listen_inodes: Vec::new(),
             scratch_inodes: Vec::new(),
             owners: HashMap::new(),
+            unowned: Vec::new(),
+            owners_pending: false,
+            last_owner_walk: None,
             paths: Paths::new(proc_root),
         }
     }
@@ -498,19 +510,42 @@ impl Collector {
         self.addrs_read_at = Some(Instant::now());
     }
 
-    /// Recomputes socket owners when the set of listening sockets changed.
+    /// Finds the owners of new listening sockets. Closed sockets are dropped from the cache
+    /// without a walk; a walk runs only for inodes never looked up, at most once per
+    /// [`OWNER_WALK_MIN_GAP`], and looks only for those.
     fn refresh_owners(&mut self, tcp_ok: bool, udp_ok: bool) {
         if !(tcp_ok && udp_ok) {
             // A partial view would look like a change; keep the cache until both read again.
             return;
         }
         sockets::listening_inodes(&self.tcp, &self.udp, &mut self.scratch_inodes);
-        if self.scratch_inodes == self.listen_inodes {
+        if self.scratch_inodes == self.listen_inodes && !self.owners_pending {
             return;
         }
         std::mem::swap(&mut self.scratch_inodes, &mut self.listen_inodes);
+        let live = &self.listen_inodes;
+        self.owners.retain(|i, _| live.binary_search(i).is_ok());
+        self.unowned.retain(|i| live.binary_search(i).is_ok());
+        self.scratch_inodes.clear();
+        self.scratch_inodes.extend(
+            live.iter()
+                .copied()
+                .filter(|i| !self.owners.contains_key(i) && self.unowned.binary_search(i).is_err()),
+        );
+        if self.scratch_inodes.is_empty() {
+            self.owners_pending = false;
+            return;
+        }
+        if self
+            .last_owner_walk
+            .is_some_and(|t| t.elapsed() < OWNER_WALK_MIN_GAP)
+        {
+            self.owners_pending = true;
+            return;
+        }
+        self.last_owner_walk = Some(Instant::now());
         let procs = &self.procs;
-        match process::socket_owners(&self.paths.root, &self.listen_inodes, |pid| {
+        match process::socket_owners(&self.paths.root, &self.scratch_inodes, |pid| {
             procs.name_of(pid).map(str::to_owned)
         }) {
             Ok(o) => {
@@ -520,19 +555,24 @@ impl Collector {
                         "Socket owners of other users' processes are not visible without privileges."
                     );
                 }
-                self.owners = o.names;
+                for &inode in &self.scratch_inodes {
+                    if !o.names.contains_key(&inode) {
+                        self.unowned.push(inode);
+                    }
+                }
+                self.unowned.sort_unstable();
+                self.owners.extend(o.names);
+                self.owners_pending = false;
             }
             Err(e) => {
                 self.faults.read(Source::SocketOwners, &self.paths.root, &e);
-                self.owners.clear();
-                // Try again next tick.
-                self.listen_inodes.clear();
+                self.owners_pending = true;
             }
         }
     }
 
     fn sample_system(&mut self, custom: &mut BTreeMap<String, MetricValue>, warm_up: bool) {
-        match text::read_into(&self.paths.stat, &mut self.buf) {
+        match text::read_whole_into(&self.paths.stat, &mut self.buf) {
             Ok(data) => match system::parse_stat_cpu(data) {
                 Ok(cur) => {
                     if let Some(pct) = self.cpu.and_then(|prev| system::cpu_percent(prev, cur)) {
@@ -577,7 +617,7 @@ impl Collector {
             ),
         ];
         for (src, path, name, parse) in gauges {
-            match text::read_into(path, &mut self.buf) {
+            match text::read_whole_into(path, &mut self.buf) {
                 Ok(data) => match parse(data) {
                     Ok(v) => {
                         custom.insert(name.to_owned(), MetricValue::Number(v));

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::text::{dec_u64, fields, read_into};
+use super::text::{dec_u64, read_whole_into};
 
 /// `ESRCH`: reading the files of a process that is being reaped.
 const ESRCH: i32 = 3;
@@ -42,23 +42,36 @@ pub fn parse_stat(data: &[u8]) -> Option<StatFields<'_>> {
         return None;
     }
     let name = &data[open + 1..close];
-    // Fields after ')' start at field 3 (state).
-    let mut v = [0u64; 4];
-    let wanted = [14usize, 15, 22, 24];
-    let mut got = 0;
-    for (i, f) in fields(&data[close + 1..]).enumerate() {
-        let field_no = i + 3;
-        if let Some(k) = wanted.iter().position(|&w| w == field_no) {
-            v[k] = dec_u64(f)?;
-            got += 1;
-            if got == wanted.len() {
+    // Fields after ')' start at field 3 (state); stop at rss (24), the last one needed.
+    let rest = &data[close + 1..];
+    let (mut utime, mut stime, mut start, mut rss) = (None, None, None, None);
+    let mut field_no = 2;
+    let mut i = 0;
+    while i < rest.len() {
+        while i < rest.len() && rest[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let from = i;
+        while i < rest.len() && !rest[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if from == i {
+            break;
+        }
+        field_no += 1;
+        let f = &rest[from..i];
+        match field_no {
+            14 => utime = Some(dec_u64(f)?),
+            15 => stime = Some(dec_u64(f)?),
+            22 => start = Some(dec_u64(f)?),
+            24 => {
+                rss = Some(dec_u64(f)?);
                 break;
             }
+            _ => {}
         }
     }
-    if got != wanted.len() {
-        return None;
-    }
+    let v = [utime?, stime?, start?, rss?];
     Some(StatFields {
         name,
         cpu_ticks: v[0].saturating_add(v[1]),
@@ -130,7 +143,7 @@ impl ProcessTable {
             self.path.push(proc_root);
             self.path.push(&name);
             self.path.push("stat");
-            let data = match read_into(&self.path, &mut self.buf) {
+            let data = match read_whole_into(&self.path, &mut self.buf) {
                 Ok(d) => d,
                 // Exited since the listing (ENOENT), or a zombie being reaped (ESRCH).
                 Err(e)

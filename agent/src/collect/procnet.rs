@@ -16,8 +16,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::sockets::RawSocket;
 use super::text::{dec_u64, fields, hex_u32_exact, hex_u64, lines, trim};
-use super::RawSocket;
 
 /// Kernel TCP state numbers (`include/net/tcp_states.h`), shared by the UDP tables.
 pub mod state {

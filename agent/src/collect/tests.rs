@@ -57,6 +57,62 @@ fn live_sample_fills_every_field_and_warm_up_has_zero_deltas() {
     }
 }
 
+#[test]
+fn socket_owners_are_cached_and_walks_are_rate_limited() {
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = Collector::new(&cfg(true));
+    let s = c.sample();
+    let me = |s: &Snapshot, port: u16| {
+        s.tcp_listen
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.port == port)
+            .map(|p| p.process.clone())
+    };
+    let p1 = first.local_addr().unwrap().port();
+    let owner = me(&s, p1).expect("listener reported");
+    assert!(owner.is_some(), "owner of our own listener is visible");
+    // A second listener right after the walk: reported at once, its owner deferred.
+    let second = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p2 = second.local_addr().unwrap().port();
+    let s = c.sample();
+    assert_eq!(me(&s, p1), Some(owner.clone()), "cached owner kept");
+    assert_eq!(me(&s, p2), Some(None), "walk deferred by the minimum gap");
+    // Closing a listener needs no walk and drops it from the cache.
+    drop(first);
+    let s = c.sample();
+    assert_eq!(me(&s, p1), None);
+}
+
+#[test]
+fn one_tcp_dump_covers_both_families_with_the_kernel_state_filter() {
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v6 = TcpListener::bind("[::1]:0").ok();
+    let mut diag = netlink::SockDiag::open().unwrap();
+    let mut out = Vec::new();
+    diag.dump_all(Proto::Tcp, sockets::TCP_STATES, &mut out)
+        .unwrap();
+    assert!(
+        diag.uses_tcp_compat(),
+        "this kernel supports TCPDIAG_GETSOCK"
+    );
+    assert!(out
+        .iter()
+        .all(|s| s.state == procnet::state::LISTEN || s.state == procnet::state::ESTABLISHED));
+    let has = |a: std::net::SocketAddr| out.iter().any(|s| s.local == a);
+    assert!(has(v4.local_addr().unwrap()));
+    if let Some(v6) = v6 {
+        assert!(has(v6.local_addr().unwrap()));
+    }
+    let mut listen_only = Vec::new();
+    diag.dump_all(Proto::Tcp, 1 << procnet::state::LISTEN, &mut listen_only)
+        .unwrap();
+    assert!(listen_only
+        .iter()
+        .all(|s| s.state == procnet::state::LISTEN));
+}
+
 mod properties {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -155,4 +211,10 @@ mod properties {
             prop_assert_eq!(got, socks);
         }
     }
+}
+
+#[test]
+fn collector_can_move_into_a_blocking_task() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Collector>();
 }

@@ -125,11 +125,12 @@ impl ReportFormat {
 pub struct CollectConfig {
     /// Collection tick.
     pub interval: Duration,
-    /// Only these interfaces count towards traffic (empty: all).
+    /// Only these interfaces count towards traffic (empty: all). Each entry is an exact name or
+    /// a prefix ending in `*` (`"wlan*"`).
     pub include_interfaces: Vec<String>,
-    /// These interfaces never count towards traffic.
+    /// These interfaces never count towards traffic (same patterns; exclusion wins).
     pub exclude_interfaces: Vec<String>,
-    /// Count `lo` traffic (off by default).
+    /// Count `lo` traffic (off by default; naming `lo` in `include_interfaces` also counts it).
     pub include_loopback: bool,
     /// How many top CPU / memory consumers to name.
     pub top_processes: usize,
