@@ -53,9 +53,12 @@
 //!    its payload.
 //! 4. A segment whose records are all acknowledged is deleted (data file first, directory
 //!    fsync, then the acknowledgement file), unless it is the active one.
-//! 5. Bounds: before an append, the oldest pending records are dropped (each one recorded in an
-//!    acknowledgement file and counted) until there is room for one more record under
-//!    `max_records` and the files on disk plus the new record fit in `max_bytes`.
+//! 5. Bounds: before an append, the oldest pending records are dropped, one by one (each one
+//!    recorded in an acknowledgement file and counted), until the new record fits: at most
+//!    `max_records` pending records, their encoded bytes at most `max_bytes`. Files on disk
+//!    may exceed `max_bytes` by acknowledged records that share a segment with a pending one,
+//!    at most one segment target: beyond that, the oldest pending records are dropped until
+//!    their segments can be deleted. Records larger than `max_bytes / 4` are refused.
 //!
 //! # Recovery
 //!
@@ -117,9 +120,9 @@ pub struct Record {
 pub struct SpoolStats {
     /// Pending records.
     pub depth: usize,
-    /// Encoded bytes of the pending records.
+    /// Encoded bytes of the pending records (what `max_bytes` bounds).
     pub bytes: u64,
-    /// Bytes of all spool files on disk (what `max_bytes` bounds).
+    /// Bytes of all spool files on disk (at most `max_bytes` plus one segment).
     pub disk_bytes: u64,
     /// Records dropped unpublished because the spool was full, since open.
     pub dropped: u64,
@@ -483,28 +486,30 @@ impl Spool {
         Ok(SpoolId(id))
     }
 
-    /// Drops oldest records until one more record of `len` bytes fits. Returns how many.
+    /// Drops oldest records until one more record of `len` bytes fits (`len == 0`: until the
+    /// spool is within its bounds). Returns how many.
     fn make_room(&mut self, len: u64) -> Result<usize, SpoolError> {
+        let active = self.active_id();
+        let disk_cap = self.max_bytes + self.segment_target;
+        let disk = self.disk_bytes();
         let mut victims = Vec::new();
         let mut live = self.live.len();
+        let mut live_bytes = self.live_bytes;
         let mut freed_disk = 0u64;
-        let disk = self.disk_bytes();
-        // Walk the oldest records; a segment's bytes are freed once all its pending ones go.
+        // A segment's files are freed once all its pending records are gone.
         let mut per_segment: BTreeMap<u64, usize> = BTreeMap::new();
-        let need_records = |live: usize| len > 0 && live >= self.max_records;
-        let need_bytes = |freed: u64| disk.saturating_sub(freed) + len > self.max_bytes;
-        let need_shrink_records = |live: usize| live > self.max_records;
-        let active = self.active_id();
         for (&id, e) in &self.live {
-            if !(need_records(live) || need_shrink_records(live) || need_bytes(freed_disk)) {
-                break;
-            }
-            if e.segment == active && !need_records(live) && !need_shrink_records(live) {
-                // Dropping from the active segment frees no disk space; only a roll would.
+            let over_count = live > self.max_records || (len > 0 && live >= self.max_records);
+            let over_bytes = live_bytes + len > self.max_bytes;
+            // Acknowledged records kept on disk by an old pending one: only dropping from an
+            // older segment than the active one frees their space.
+            let over_disk = e.segment != active && disk - freed_disk + len > disk_cap;
+            if !(over_count || over_bytes || over_disk) {
                 break;
             }
             victims.push(id);
             live -= 1;
+            live_bytes -= u64::from(e.len);
             let n = per_segment.entry(e.segment).or_insert(0);
             *n += 1;
             let seg = &self.segments[&e.segment];

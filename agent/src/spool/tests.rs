@@ -159,10 +159,20 @@ fn full_spool_drops_oldest_by_bytes_and_stays_within_max_bytes() {
     let mut s = Spool::open(dir.path(), &cfg(max, 100_000)).unwrap();
     let payload = vec![1u8; 5000];
     let mut last = None;
-    for _ in 0..200 {
+    for i in 0..200 {
+        let before = s.stats();
         last = Some(s.append("t", &payload).unwrap());
         let st = s.stats();
-        assert!(st.disk_bytes <= max, "{} > {max}", st.disk_bytes);
+        assert!(st.bytes <= max, "{} > {max}", st.bytes);
+        assert!(
+            st.disk_bytes <= max + s.segment_target,
+            "{} on disk",
+            st.disk_bytes
+        );
+        assert!(
+            st.dropped - before.dropped <= 1,
+            "append {i} dropped more than one record"
+        );
     }
     let st = s.stats();
     assert!(st.dropped > 100);
@@ -173,6 +183,32 @@ fn full_spool_drops_oldest_by_bytes_and_stays_within_max_bytes() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert_eq!(on_disk, st.disk_bytes);
+}
+
+#[test]
+fn records_left_behind_cannot_keep_unbounded_acknowledged_bytes_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 256 * 1024;
+    let mut s = Spool::open(dir.path(), &cfg(max, 100_000)).unwrap();
+    let payload = vec![3u8; 5000];
+    let stuck = s.append("t", &payload).unwrap();
+    // One record in seven is never acknowledged: every segment keeps some pending bytes and
+    // a lot of acknowledged ones.
+    for i in 1..600 {
+        let id = s.append("t", &payload).unwrap();
+        if i % 7 != 0 {
+            s.ack(id).unwrap();
+        }
+        let st = s.stats();
+        assert!(
+            st.disk_bytes <= max + s.segment_target,
+            "{} on disk",
+            st.disk_bytes
+        );
+        assert!(st.bytes < max / 4, "few pending bytes");
+    }
+    assert!(!s.pending_ids().contains(&stuck), "the oldest was given up");
+    assert!(s.stats().dropped > 0);
 }
 
 #[test]

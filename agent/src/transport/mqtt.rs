@@ -509,52 +509,87 @@ impl Transporter {
     }
 
     fn on_error(&self, e: &ConnectionError, connected: bool, st: &Session) {
-        let endpoint = &self.params.mqtt.endpoint;
+        let (counter, message) = self.classify(e, connected, st);
+        if let Some(c) = counter {
+            TransportStats::incr(c);
+        }
+        if connected {
+            TransportStats::incr(&self.stats.disconnects);
+        }
+        warn!(
+            endpoint = %self.params.mqtt.endpoint,
+            port = self.params.mqtt.port,
+            pending = self.spool.stats().depth,
+            "{message}; retrying with backoff."
+        );
+        self.stats.set_last_error(message);
+    }
+
+    /// The counter a connection error goes to, and its explanation for an operator.
+    fn classify<'s>(
+        &'s self,
+        e: &ConnectionError,
+        connected: bool,
+        st: &Session,
+    ) -> (Option<&'s std::sync::atomic::AtomicU64>, String) {
+        let s = &*self.stats;
+        let m = &self.params.mqtt;
         if let Some(t) = tls::find_tls_error(e) {
-            TransportStats::incr(&self.stats.tls_failures);
-            if connected {
-                TransportStats::incr(&self.stats.disconnects);
-            }
-            warn!(endpoint = %endpoint, error = %tls::describe_tls_error(t, &self.names), "TLS failure; retrying with backoff.");
-            return;
+            return (
+                Some(&s.tls_failures),
+                format!("TLS failure: {}", tls::describe_tls_error(t, &self.names)),
+            );
         }
         if let ConnectionError::Tls(te) = e {
-            TransportStats::incr(&self.stats.tls_failures);
-            warn!(endpoint = %endpoint, error = %te, "TLS failure; retrying with backoff.");
-            return;
+            return (Some(&s.tls_failures), format!("TLS failure: {te}"));
         }
         if let ConnectionError::ConnectionRefused(code) = e {
-            match code {
-                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => {
-                    TransportStats::incr(&self.stats.connect_auth_errors);
-                    warn!(endpoint = %endpoint, client_id = %self.params.mqtt.client_id, reason = ?code, "Broker refused the connection: not authorized. Check the certificate's policy and the client id.");
-                }
-                _ => {
-                    TransportStats::incr(&self.stats.connect_failures);
-                    warn!(endpoint = %endpoint, reason = ?code, "Broker refused the connection; retrying with backoff.");
-                }
-            }
-            return;
+            return match code {
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => (
+                    Some(&s.connect_auth_errors),
+                    format!(
+                        "Broker refused the connection ({code:?}): check the policy attached to certificate {} and the client id {:?}",
+                        m.cert_file.display(),
+                        m.client_id
+                    ),
+                ),
+                _ => (
+                    Some(&s.connect_failures),
+                    format!("Broker refused the connection ({code:?})"),
+                ),
+            };
         }
         if !connected {
             if closed_by_peer(e) {
-                TransportStats::incr(&self.stats.connect_auth_errors);
-                warn!(endpoint = %endpoint, client_id = %self.params.mqtt.client_id, error = %e, "Broker closed the connection before CONNACK (AWS IoT does this when the certificate or its policy does not allow connecting with this client id).");
-            } else {
-                TransportStats::incr(&self.stats.connect_failures);
-                warn!(endpoint = %endpoint, port = self.params.mqtt.port, error = %e, "Cannot connect to the MQTT broker; retrying with backoff.");
+                return (
+                    Some(&s.connect_auth_errors),
+                    format!(
+                        "Broker closed the connection before CONNACK (AWS IoT does this when certificate {} or its policy does not allow connecting as client id {:?}): {e}",
+                        m.cert_file.display(),
+                        m.client_id
+                    ),
+                );
             }
-            return;
+            return (
+                Some(&s.connect_failures),
+                format!("Cannot connect to the broker: {e}"),
+            );
         }
-        TransportStats::incr(&self.stats.disconnects);
         if closed_by_peer(e) {
-            if let Some(s) = st.publish_auth_suspect(Instant::now()) {
-                TransportStats::incr(&self.stats.publish_auth_errors);
-                warn!(topic = %s.topic, id = %s.id, "Broker closed the connection right after a publish that got no PUBACK: the policy probably does not allow publishing on this topic. The record stays spooled.");
-                return;
+            if let Some(sent) = st.publish_auth_suspect(Instant::now()) {
+                return (
+                    Some(&s.publish_auth_errors),
+                    format!(
+                        "Broker closed the connection right after a publish on {} (record {}) that got no PUBACK: the policy probably does not allow publishing there; the record stays spooled",
+                        sent.topic, sent.id
+                    ),
+                );
             }
         }
-        warn!(endpoint = %endpoint, error = %e, pending = self.spool.stats().depth, "Connection lost; unacknowledged records will be published again.");
+        (
+            None,
+            format!("Connection lost, unacknowledged records will be published again: {e}"),
+        )
     }
 }
 
