@@ -35,6 +35,8 @@ enum Script {
     /// Accept the session, answer SUBSCRIBE with failure (0x80) for every filter, PUBACK
     /// every PUBLISH.
     SubackFailure,
+    /// Accept the session and every packet, but never send a PUBACK.
+    WithholdPuback,
 }
 
 struct FakeBroker {
@@ -122,7 +124,7 @@ fn serve(
             s.flush()?;
             return Ok(());
         }
-        Script::CloseOnPublish | Script::SubackFailure => {
+        Script::CloseOnPublish | Script::SubackFailure | Script::WithholdPuback => {
             s.write_all(&[0x20, 2, 0, 0])?;
             s.flush()?;
         }
@@ -154,6 +156,9 @@ fn serve(
                 if script == Script::CloseOnPublish {
                     // AWS IoT Core's answer to an unauthorized publish on MQTT 3.1.1.
                     return Ok(());
+                }
+                if script == Script::WithholdPuback {
+                    continue;
                 }
                 let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
                 let pkid = [body[2 + tlen], body[3 + tlen]];
@@ -260,8 +265,10 @@ async fn run(script: Script) -> Run {
         .unwrap();
     let stats = Arc::new(TransportStats::new());
     let stop = CancellationToken::new();
+    let mut params = TransportParams::new(cfg, THING.into(), ReportFormat::Json);
+    params.puback_timeout = Duration::from_millis(500);
     let task = tokio::spawn(transport::run(
-        TransportParams::new(cfg, THING.into(), ReportFormat::Json),
+        params,
         spool.clone(),
         stats.clone(),
         stop.clone(),
@@ -364,5 +371,27 @@ async fn suback_failure_is_a_subscribe_auth_error_and_publishing_goes_on() {
     assert!(wait_for(Duration::from_secs(10), || r.spool.stats().depth == 0).await);
     assert_eq!(r.count(|s| &s.published), 1);
     assert_eq!(r.count(|s| &s.connects), 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withheld_puback_ends_the_session_and_the_record_is_sent_again() {
+    let r = run(Script::WithholdPuback).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || r
+            .broker
+            .publishes
+            .load(Ordering::Relaxed)
+            >= 3)
+        .await
+    );
+    assert!(r.count(|s| &s.connects) >= 3);
+    assert_eq!(r.count(|s| &s.published), 0);
+    assert_eq!(
+        r.spool.stats().depth,
+        1,
+        "never acknowledged: still spooled"
+    );
+    assert!(r.stats.last_error().unwrap().contains("No PUBACK"));
     r.shutdown().await;
 }

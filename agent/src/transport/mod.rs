@@ -41,7 +41,9 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use mqtt::{run, Backoff, TransportParams, DEFAULT_DRAIN_DEADLINE, PUBLISH_WINDOW};
+pub use mqtt::{
+    run, Backoff, TransportParams, DEFAULT_DRAIN_DEADLINE, DEFAULT_PUBACK_TIMEOUT, PUBLISH_WINDOW,
+};
 pub use stats::TransportStats;
 pub use tls::check_mqtt_files;
 

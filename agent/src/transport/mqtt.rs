@@ -46,6 +46,9 @@ use crate::spool::SharedSpool;
 pub const PUBLISH_WINDOW: usize = 16;
 /// Time given at shutdown to publish what is spooled and collect PUBACKs.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// A publish without PUBACK for this long ends the session (a broker that withholds acks
+/// would otherwise stall the window forever).
+pub const DEFAULT_PUBACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest packet accepted from the broker. AWS IoT's payload limit is 128 KB; larger answers
 /// end the connection (rumqttc refuses them), which is then re-established.
 const MAX_INCOMING_PACKET: usize = 256 * 1024;
@@ -69,6 +72,9 @@ pub struct TransportParams {
     pub format: ReportFormat,
     /// Time given at shutdown to publish and collect PUBACKs.
     pub drain_deadline: Duration,
+    /// A publish without PUBACK for this long ends the session; it is sent again after
+    /// reconnecting.
+    pub puback_timeout: Duration,
 }
 
 impl TransportParams {
@@ -79,6 +85,7 @@ impl TransportParams {
             thing,
             format,
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
+            puback_timeout: DEFAULT_PUBACK_TIMEOUT,
         }
     }
 }
@@ -330,6 +337,16 @@ impl Transporter {
                     }
                     None => return SessionEnd::Lost { healthy: false },
                 },
+                _ = until(st.oldest_unacked().map(|t| t + self.params.puback_timeout)), if disconnect_by.is_none() => {
+                    TransportStats::incr(&self.stats.disconnects);
+                    let message = format!(
+                        "No PUBACK within {} s; reconnecting to publish the record again",
+                        self.params.puback_timeout.as_secs_f32()
+                    );
+                    warn!(endpoint = %self.params.mqtt.endpoint, outstanding = st.outstanding(), "{message}.");
+                    self.stats.set_last_error(message);
+                    return SessionEnd::Lost { healthy: false };
+                }
                 _ = self.spool.appended(), if can_send => {}
                 _ = until(self.awaiting.next_deadline()) => self.expire_answers(),
             }

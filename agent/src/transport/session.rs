@@ -113,6 +113,15 @@ impl Session {
         self.inflight.remove(&pkid)
     }
 
+    /// When the oldest publish still waiting for its PUBACK was handed to the client.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.inflight
+            .values()
+            .chain(self.queued.iter())
+            .map(|s| s.at)
+            .min()
+    }
+
     /// When the connection was closed by the broker at `now`: the publish it most likely
     /// refused (the most recently written one without PUBACK, if written within
     /// [`PUBLISH_AUTH_WINDOW`]).
