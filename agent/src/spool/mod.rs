@@ -75,6 +75,10 @@
 //!   are ignored (the record is then replayed once more: at-least-once, never lost).
 //! * Acknowledgement files without a data file are removed.
 //!
+//! One process at a time: [`Spool::open`] creates `LOCK` (holder pid and boot id) and refuses
+//! a directory whose lock names a live process of the current boot; a lock left by a killed
+//! process or an earlier boot is taken over.
+//!
 //! A record read back for replay is checked again; if it no longer matches its checksum, it is
 //! skipped with a warning and counted as corrupt.
 
@@ -163,6 +167,14 @@ pub enum SpoolError {
     /// A background task running a spool operation panicked or was cancelled.
     #[error("spool: background operation failed: {0}")]
     Background(String),
+    /// Another running process holds the spool directory.
+    #[error("spool {} is in use by process {pid} (is another edgewarden running with the same state directory?)", dir.display())]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The process holding it.
+        pid: u32,
+    },
 }
 
 impl SpoolError {
@@ -199,6 +211,8 @@ const MAX_INTERNED_TOPICS: usize = 64;
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// Held for the spool's lifetime; declared first so it is released last.
+    _lock: DirLock,
     max_bytes: u64,
     max_records: usize,
     segment_target: u64,
@@ -220,7 +234,9 @@ impl Spool {
     pub fn open(dir: &Path, cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
         let segment_target = (cfg.max_bytes / 8).clamp(16 * 1024, 8 * 1024 * 1024);
+        let lock = DirLock::acquire(dir)?;
         let mut spool = Spool {
+            _lock: lock,
             dir: dir.to_owned(),
             max_bytes: cfg.max_bytes,
             max_records: cfg.max_records.max(1),
@@ -677,6 +693,80 @@ impl Spool {
             appended: self.appended,
             acked: self.acked,
         }
+    }
+}
+
+/// Name of the lock file in the spool directory: `"<pid> <boot id>\n"` of the holder.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Exclusive use of a spool directory by one process.
+///
+/// A lock file left by a process that no longer runs (killed, or from an earlier boot) is
+/// stale and taken over with a warning.
+#[derive(Debug)]
+struct DirLock {
+    path: PathBuf,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The pid of a live holder named by a lock file's contents, if any.
+fn live_holder(contents: &str) -> Option<u32> {
+    let mut it = contents.split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let boot = it.next().unwrap_or_default();
+    if boot != boot_id() || pid == std::process::id() {
+        return None;
+    }
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, SpoolError> {
+        use std::io::Write;
+        let path = dir.join(LOCK_FILE);
+        let me = format!("{} {}\n", std::process::id(), boot_id());
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(me.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| SpoolError::io("write", &path, e))?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let contents = std::fs::read_to_string(&path).unwrap_or_default();
+                    if let Some(pid) = live_holder(&contents) {
+                        return Err(SpoolError::Locked {
+                            dir: dir.to_owned(),
+                            pid,
+                        });
+                    }
+                    warn!(file = %path.display(), holder = contents.trim(), "Taking over a stale spool lock.");
+                    segment::remove_if_exists(&path)?;
+                }
+                Err(e) => return Err(SpoolError::io("create", &path, e)),
+            }
+        }
+        Err(SpoolError::io(
+            "lock",
+            &path,
+            std::io::Error::other("the lock file keeps reappearing"),
+        ))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
