@@ -97,7 +97,7 @@ metric_names! {
     MQTT_PUBLISHED = "mqtt_published", Number, Last, "Records acknowledged by the broker (PUBACK) since start.";
     DEFENDER_REPORTS_ACCEPTED = "defender_reports_accepted", Number, Last, "Reports Device Defender accepted since start.";
     DEFENDER_REPORTS_REJECTED = "defender_reports_rejected", Number, Last, "Reports Device Defender rejected (any ErrorCode) since start.";
-    DEFENDER_NO_RESPONSE = "defender_no_response", Number, Last, "Reports Device Defender did not answer within [mqtt] response_timeout since start.";
+    DEFENDER_NO_RESPONSE = "defender_no_response", Number, Last, "Reports Device Defender did not answer within mqtt.response_timeout since start.";
     SPOOL_DEPTH = "spool_depth", Number, Last, "Reports waiting in the spool for a PUBACK.";
     SPOOL_DROPPED = "spool_dropped", Number, Last, "Reports dropped unpublished from the full spool since start.";
     SPOOL_CORRUPT_SKIPPED = "spool_corrupt_skipped", Number, Last, "Corrupt spool records or regions skipped since start.";

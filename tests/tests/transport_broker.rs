@@ -230,7 +230,18 @@ struct Fixture {
     device: Identity,
 }
 
+/// Test output shows the agent's log (`RUST_LOG` filters it; `edgewarden=info` by default).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("edgewarden=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 fn fixture(access: ThingAccess) -> Fixture {
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"), "test").unwrap();
     let broker = Broker::start(&dir.path().join("broker"), &pki, &[(THING, access)]).unwrap();
@@ -412,7 +423,7 @@ async fn transport_dropped_mid_flight_replays_every_unacknowledged_record() {
     agent.shutdown().await;
 }
 
-async fn tls_failure_is_counted_and_retried(cfg: MqttConfig, spool_dir: &Path) {
+async fn tls_failure_is_counted_and_retried(cfg: MqttConfig, spool_dir: &Path, explains: &str) {
     let agent = Agent::start(cfg, ReportFormat::Json, spool_dir);
     agent.append(1, ReportFormat::Json).await;
     assert!(
@@ -425,6 +436,8 @@ async fn tls_failure_is_counted_and_retried(cfg: MqttConfig, spool_dir: &Path) {
     assert_eq!(agent.count(|s| &s.connects), 0);
     assert_eq!(agent.count(|s| &s.connect_auth_errors), 0);
     assert_eq!(agent.spool.stats().depth, 1, "nothing leaves the spool");
+    let why = agent.stats.last_error().unwrap_or_default();
+    assert!(why.contains(explains), "{why:?} does not say {explains:?}");
     agent.shutdown().await;
 }
 
@@ -434,7 +447,12 @@ async fn wrong_ca_is_a_counted_tls_failure() {
     let other = Pki::new(&f.dir.path().join("other"), "other").unwrap();
     let mut cfg = f.broker.mqtt_config(&f.device);
     cfg.ca_file = other.ca_file().to_owned();
-    tls_failure_is_counted_and_retried(cfg, &f.dir.path().join("spool")).await;
+    tls_failure_is_counted_and_retried(
+        cfg,
+        &f.dir.path().join("spool"),
+        "is not issued by a CA in",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +460,7 @@ async fn expired_client_certificate_is_a_counted_tls_failure() {
     let f = fixture(ThingAccess::ReadWrite);
     let expired = f.pki.client(THING, Validity::Expired).unwrap();
     let cfg = f.broker.mqtt_config(&expired);
-    tls_failure_is_counted_and_retried(cfg, &f.dir.path().join("spool")).await;
+    tls_failure_is_counted_and_retried(cfg, &f.dir.path().join("spool"), "it has expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +471,12 @@ async fn unknown_client_certificate_is_a_counted_tls_failure() {
     let mut cfg = f.broker.mqtt_config(&stranger);
     // The device trusts the real broker; the broker does not know the device's issuer.
     cfg.ca_file = f.pki.ca_file().to_owned();
-    tls_failure_is_counted_and_retried(cfg, &f.dir.path().join("spool")).await;
+    tls_failure_is_counted_and_retried(
+        cfg,
+        &f.dir.path().join("spool"),
+        "does not trust the issuer",
+    )
+    .await;
 }
 
 /// mosquitto with MQTT 3.1.1 acknowledges a QoS 1 publish its ACL denies and discards it
@@ -583,4 +606,63 @@ async fn shutdown_drains_the_spool_then_disconnects() {
             == 20)
         .await
     );
+}
+
+/// (utime + stime in clock ticks, VmRSS in KiB) of this process.
+fn cpu_ticks_and_rss_kib() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (ticks, rss)
+}
+
+/// Keeps an idle session open (only keep-alive traffic) and prints the process's CPU and RSS.
+/// `EDGEWARDEN_IDLE_SECS` (default 20) and `EDGEWARDEN_IDLE_KEEP_ALIVE_SECS` (default 5)
+/// set the duration and keep-alive; the session must survive it without a reconnect.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "measurement; run with --ignored --nocapture"]
+async fn idle_connected_transport_cost() {
+    let secs: u64 = std::env::var("EDGEWARDEN_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let keep_alive: u64 = std::env::var("EDGEWARDEN_IDLE_KEEP_ALIVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let f = fixture(ThingAccess::ReadWrite);
+    let mut cfg = f.broker.mqtt_config(&f.device);
+    cfg.keep_alive = Duration::from_secs(keep_alive);
+    let agent = Agent::start(cfg, ReportFormat::Json, &f.dir.path().join("spool"));
+    agent.append(1, ReportFormat::Json).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || agent.count(|s| &s.published)
+            == 1)
+        .await
+    );
+    let (t0, _) = cpu_ticks_and_rss_kib();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (t1, rss) = cpu_ticks_and_rss_kib();
+    let cpu_pct = (t1 - t0) as f64 / 100.0 / secs as f64 * 100.0;
+    eprintln!(
+        "idle {secs} s, keep-alive {keep_alive} s: CPU {cpu_pct:.3} % of one core ({} ticks), RSS {rss} KiB (whole test process)",
+        t1 - t0
+    );
+    assert_eq!(
+        agent.count(|s| &s.connects),
+        1,
+        "the idle session stayed up"
+    );
+    assert_eq!(agent.count(|s| &s.disconnects), 0);
+    agent.shutdown().await;
 }

@@ -53,9 +53,12 @@
 //!    its payload.
 //! 4. A segment whose records are all acknowledged is deleted (data file first, directory
 //!    fsync, then the acknowledgement file), unless it is the active one.
-//! 5. Bounds: before an append, the oldest pending records are dropped (each one recorded in an
-//!    acknowledgement file and counted) until there is room for one more record under
-//!    `max_records` and the files on disk plus the new record fit in `max_bytes`.
+//! 5. Bounds: before an append, the oldest pending records are dropped, one by one (each one
+//!    recorded in an acknowledgement file and counted), until the new record fits: at most
+//!    `max_records` pending records, their encoded bytes at most `max_bytes`. Files on disk
+//!    may exceed `max_bytes` by acknowledged records that share a segment with a pending one,
+//!    at most one segment target: beyond that, the oldest pending records are dropped until
+//!    their segments can be deleted. Records larger than `max_bytes / 4` are refused.
 //!
 //! # Recovery
 //!
@@ -71,6 +74,10 @@
 //! * An acknowledgement file with a torn last entry is truncated; entries with a wrong checksum
 //!   are ignored (the record is then replayed once more: at-least-once, never lost).
 //! * Acknowledgement files without a data file are removed.
+//!
+//! One process at a time: [`Spool::open`] creates `LOCK` (holder pid and boot id) and refuses
+//! a directory whose lock names a live process of the current boot; a lock left by a killed
+//! process or an earlier boot is taken over.
 //!
 //! A record read back for replay is checked again; if it no longer matches its checksum, it is
 //! skipped with a warning and counted as corrupt.
@@ -117,9 +124,9 @@ pub struct Record {
 pub struct SpoolStats {
     /// Pending records.
     pub depth: usize,
-    /// Encoded bytes of the pending records.
+    /// Encoded bytes of the pending records (what `max_bytes` bounds).
     pub bytes: u64,
-    /// Bytes of all spool files on disk (what `max_bytes` bounds).
+    /// Bytes of all spool files on disk (at most `max_bytes` plus one segment).
     pub disk_bytes: u64,
     /// Records dropped unpublished because the spool was full, since open.
     pub dropped: u64,
@@ -160,6 +167,14 @@ pub enum SpoolError {
     /// A background task running a spool operation panicked or was cancelled.
     #[error("spool: background operation failed: {0}")]
     Background(String),
+    /// Another running process holds the spool directory.
+    #[error("spool {} is in use by process {pid} (is another edgewarden running with the same state directory?)", dir.display())]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The process holding it.
+        pid: u32,
+    },
 }
 
 impl SpoolError {
@@ -196,6 +211,8 @@ const MAX_INTERNED_TOPICS: usize = 64;
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// Held for the spool's lifetime; declared first so it is released last.
+    _lock: DirLock,
     max_bytes: u64,
     max_records: usize,
     segment_target: u64,
@@ -217,7 +234,9 @@ impl Spool {
     pub fn open(dir: &Path, cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::io("create directory", dir, e))?;
         let segment_target = (cfg.max_bytes / 8).clamp(16 * 1024, 8 * 1024 * 1024);
+        let lock = DirLock::acquire(dir)?;
         let mut spool = Spool {
+            _lock: lock,
             dir: dir.to_owned(),
             max_bytes: cfg.max_bytes,
             max_records: cfg.max_records.max(1),
@@ -483,28 +502,30 @@ impl Spool {
         Ok(SpoolId(id))
     }
 
-    /// Drops oldest records until one more record of `len` bytes fits. Returns how many.
+    /// Drops oldest records until one more record of `len` bytes fits (`len == 0`: until the
+    /// spool is within its bounds). Returns how many.
     fn make_room(&mut self, len: u64) -> Result<usize, SpoolError> {
+        let active = self.active_id();
+        let disk_cap = self.max_bytes + self.segment_target;
+        let disk = self.disk_bytes();
         let mut victims = Vec::new();
         let mut live = self.live.len();
+        let mut live_bytes = self.live_bytes;
         let mut freed_disk = 0u64;
-        let disk = self.disk_bytes();
-        // Walk the oldest records; a segment's bytes are freed once all its pending ones go.
+        // A segment's files are freed once all its pending records are gone.
         let mut per_segment: BTreeMap<u64, usize> = BTreeMap::new();
-        let need_records = |live: usize| len > 0 && live >= self.max_records;
-        let need_bytes = |freed: u64| disk.saturating_sub(freed) + len > self.max_bytes;
-        let need_shrink_records = |live: usize| live > self.max_records;
-        let active = self.active_id();
         for (&id, e) in &self.live {
-            if !(need_records(live) || need_shrink_records(live) || need_bytes(freed_disk)) {
-                break;
-            }
-            if e.segment == active && !need_records(live) && !need_shrink_records(live) {
-                // Dropping from the active segment frees no disk space; only a roll would.
+            let over_count = live > self.max_records || (len > 0 && live >= self.max_records);
+            let over_bytes = live_bytes + len > self.max_bytes;
+            // Acknowledged records kept on disk by an old pending one: only dropping from an
+            // older segment than the active one frees their space.
+            let over_disk = e.segment != active && disk - freed_disk + len > disk_cap;
+            if !(over_count || over_bytes || over_disk) {
                 break;
             }
             victims.push(id);
             live -= 1;
+            live_bytes -= u64::from(e.len);
             let n = per_segment.entry(e.segment).or_insert(0);
             *n += 1;
             let seg = &self.segments[&e.segment];
@@ -672,6 +693,80 @@ impl Spool {
             appended: self.appended,
             acked: self.acked,
         }
+    }
+}
+
+/// Name of the lock file in the spool directory: `"<pid> <boot id>\n"` of the holder.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Exclusive use of a spool directory by one process.
+///
+/// A lock file left by a process that no longer runs (killed, or from an earlier boot) is
+/// stale and taken over with a warning.
+#[derive(Debug)]
+struct DirLock {
+    path: PathBuf,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The pid of a live holder named by a lock file's contents, if any.
+fn live_holder(contents: &str) -> Option<u32> {
+    let mut it = contents.split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let boot = it.next().unwrap_or_default();
+    if boot != boot_id() || pid == std::process::id() {
+        return None;
+    }
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, SpoolError> {
+        use std::io::Write;
+        let path = dir.join(LOCK_FILE);
+        let me = format!("{} {}\n", std::process::id(), boot_id());
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(me.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| SpoolError::io("write", &path, e))?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let contents = std::fs::read_to_string(&path).unwrap_or_default();
+                    if let Some(pid) = live_holder(&contents) {
+                        return Err(SpoolError::Locked {
+                            dir: dir.to_owned(),
+                            pid,
+                        });
+                    }
+                    warn!(file = %path.display(), holder = contents.trim(), "Taking over a stale spool lock.");
+                    segment::remove_if_exists(&path)?;
+                }
+                Err(e) => return Err(SpoolError::io("create", &path, e)),
+            }
+        }
+        Err(SpoolError::io(
+            "lock",
+            &path,
+            std::io::Error::other("the lock file keeps reappearing"),
+        ))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

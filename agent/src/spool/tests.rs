@@ -75,7 +75,10 @@ fn acked_records_never_come_back_and_segments_are_reclaimed() {
     let s = Spool::open(dir.path(), &cfg(256 * 1024, 10_000)).unwrap();
     assert!(s.is_empty());
     let files = std::fs::read_dir(dir.path()).unwrap().count();
-    assert_eq!(files, 2, "one data file and one acknowledgement file");
+    assert_eq!(
+        files, 3,
+        "one data file, one acknowledgement file, the lock"
+    );
 }
 
 #[test]
@@ -159,10 +162,20 @@ fn full_spool_drops_oldest_by_bytes_and_stays_within_max_bytes() {
     let mut s = Spool::open(dir.path(), &cfg(max, 100_000)).unwrap();
     let payload = vec![1u8; 5000];
     let mut last = None;
-    for _ in 0..200 {
+    for i in 0..200 {
+        let before = s.stats();
         last = Some(s.append("t", &payload).unwrap());
         let st = s.stats();
-        assert!(st.disk_bytes <= max, "{} > {max}", st.disk_bytes);
+        assert!(st.bytes <= max, "{} > {max}", st.bytes);
+        assert!(
+            st.disk_bytes <= max + s.segment_target,
+            "{} on disk",
+            st.disk_bytes
+        );
+        assert!(
+            st.dropped - before.dropped <= 1,
+            "append {i} dropped more than one record"
+        );
     }
     let st = s.stats();
     assert!(st.dropped > 100);
@@ -170,9 +183,37 @@ fn full_spool_drops_oldest_by_bytes_and_stays_within_max_bytes() {
     assert_eq!(s.pending_ids().last().copied(), last, "newest records kept");
     let on_disk: u64 = std::fs::read_dir(dir.path())
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != LOCK_FILE)
+        .map(|e| e.metadata().unwrap().len())
         .sum();
     assert_eq!(on_disk, st.disk_bytes);
+}
+
+#[test]
+fn records_left_behind_cannot_keep_unbounded_acknowledged_bytes_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 256 * 1024;
+    let mut s = Spool::open(dir.path(), &cfg(max, 100_000)).unwrap();
+    let payload = vec![3u8; 5000];
+    let stuck = s.append("t", &payload).unwrap();
+    // One record in seven is never acknowledged: every segment keeps some pending bytes and
+    // a lot of acknowledged ones.
+    for i in 1..600 {
+        let id = s.append("t", &payload).unwrap();
+        if i % 7 != 0 {
+            s.ack(id).unwrap();
+        }
+        let st = s.stats();
+        assert!(
+            st.disk_bytes <= max + s.segment_target,
+            "{} on disk",
+            st.disk_bytes
+        );
+        assert!(st.bytes < max / 4, "few pending bytes");
+    }
+    assert!(!s.pending_ids().contains(&stuck), "the oldest was given up");
+    assert!(s.stats().dropped > 0);
 }
 
 #[test]
@@ -216,6 +257,27 @@ fn half_created_active_segment_is_restarted() {
     drop(s);
     let s = Spool::open(dir.path(), &big()).unwrap();
     assert_eq!(s.pending_ids(), [a]);
+}
+
+#[test]
+fn a_spool_held_by_a_live_process_is_refused_and_a_stale_lock_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join(LOCK_FILE);
+    // pid 1 always runs.
+    std::fs::write(&lock, format!("1 {}\n", boot_id())).unwrap();
+    let err = Spool::open(dir.path(), &big()).unwrap_err();
+    assert!(matches!(err, SpoolError::Locked { pid: 1, .. }), "{err}");
+    assert!(err.to_string().contains("in use by process 1"));
+    // The same pid in an earlier boot is stale.
+    std::fs::write(&lock, "1 some-earlier-boot\n").unwrap();
+    let s = Spool::open(dir.path(), &big()).unwrap();
+    let mine = std::fs::read_to_string(&lock).unwrap();
+    assert!(mine.starts_with(&format!("{} ", std::process::id())));
+    drop(s);
+    assert!(!lock.exists(), "released on drop");
+    // A holder that no longer runs is stale.
+    std::fs::write(&lock, format!("{} {}\n", u32::MAX - 1, boot_id())).unwrap();
+    Spool::open(dir.path(), &big()).unwrap();
 }
 
 #[tokio::test]

@@ -8,6 +8,30 @@
 //! * [`response`]: the tolerant parser of Device Defender answers and their correlation.
 //! * [`tls`]: certificate, key and CA loading, early checks, TLS failure messages.
 //! * [`stats`]: counters, exported as custom metrics.
+//!
+//! # Configuration
+//!
+//! ```toml
+//! [mqtt]
+//! endpoint = "abcdefgh12345-ats.iot.eu-west-1.amazonaws.com"  # iot:Data-ATS endpoint; also the SNI name
+//! port = 8883                        # or 443: ALPN "x-amzn-mqtt-ca" is then the default
+//! ca_file = "/etc/edgewarden/AmazonRootCA1.pem"
+//! cert_file = "/etc/edgewarden/device.pem.crt"
+//! key_file = "/etc/edgewarden/private.pem.key"  # RSA or EC, PKCS#1/PKCS#8/SEC1; mode 0600 or stricter
+//! client_id = "gw-0042"              # default: thing_name
+//! keep_alive = "60s"                 # IoT Core accepts 30 s to 20 min
+//! alpn = "none"                      # or a protocol name; default depends on port
+//! response_timeout = "30s"           # wait for Device Defender's accepted/rejected
+//! reconnect_min = "1s"               # first reconnect delay (jittered)
+//! reconnect_max = "120s"             # cap of the exponential backoff
+//!
+//! [spool]
+//! max_bytes = "16MiB"                # pending report bytes; the oldest are dropped beyond it
+//! max_records = 100000
+//! ```
+//!
+//! [`check_mqtt_files`] validates the files (and the endpoint's resolution) before the first
+//! connection attempt; [`run`] refuses to start when the files are unusable.
 
 pub mod mqtt;
 pub mod response;
@@ -17,7 +41,9 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use mqtt::{run, Backoff, TransportParams, DEFAULT_DRAIN_DEADLINE, PUBLISH_WINDOW};
+pub use mqtt::{
+    run, Backoff, TransportParams, DEFAULT_DRAIN_DEADLINE, DEFAULT_PUBACK_TIMEOUT, PUBLISH_WINDOW,
+};
 pub use stats::TransportStats;
 pub use tls::check_mqtt_files;
 

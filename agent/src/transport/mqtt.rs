@@ -46,6 +46,9 @@ use crate::spool::SharedSpool;
 pub const PUBLISH_WINDOW: usize = 16;
 /// Time given at shutdown to publish what is spooled and collect PUBACKs.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// A publish without PUBACK for this long ends the session (a broker that withholds acks
+/// would otherwise stall the window forever).
+pub const DEFAULT_PUBACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest packet accepted from the broker. AWS IoT's payload limit is 128 KB; larger answers
 /// end the connection (rumqttc refuses them), which is then re-established.
 const MAX_INCOMING_PACKET: usize = 256 * 1024;
@@ -69,6 +72,9 @@ pub struct TransportParams {
     pub format: ReportFormat,
     /// Time given at shutdown to publish and collect PUBACKs.
     pub drain_deadline: Duration,
+    /// A publish without PUBACK for this long ends the session; it is sent again after
+    /// reconnecting.
+    pub puback_timeout: Duration,
 }
 
 impl TransportParams {
@@ -79,6 +85,7 @@ impl TransportParams {
             thing,
             format,
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
+            puback_timeout: DEFAULT_PUBACK_TIMEOUT,
         }
     }
 }
@@ -330,6 +337,16 @@ impl Transporter {
                     }
                     None => return SessionEnd::Lost { healthy: false },
                 },
+                _ = until(st.oldest_unacked().map(|t| t + self.params.puback_timeout)), if disconnect_by.is_none() => {
+                    TransportStats::incr(&self.stats.disconnects);
+                    let message = format!(
+                        "No PUBACK within {} s; reconnecting to publish the record again",
+                        self.params.puback_timeout.as_secs_f32()
+                    );
+                    warn!(endpoint = %self.params.mqtt.endpoint, outstanding = st.outstanding(), "{message}.");
+                    self.stats.set_last_error(message);
+                    return SessionEnd::Lost { healthy: false };
+                }
                 _ = self.spool.appended(), if can_send => {}
                 _ = until(self.awaiting.next_deadline()) => self.expire_answers(),
             }
@@ -509,52 +526,87 @@ impl Transporter {
     }
 
     fn on_error(&self, e: &ConnectionError, connected: bool, st: &Session) {
-        let endpoint = &self.params.mqtt.endpoint;
+        let (counter, message) = self.classify(e, connected, st);
+        if let Some(c) = counter {
+            TransportStats::incr(c);
+        }
+        if connected {
+            TransportStats::incr(&self.stats.disconnects);
+        }
+        warn!(
+            endpoint = %self.params.mqtt.endpoint,
+            port = self.params.mqtt.port,
+            pending = self.spool.stats().depth,
+            "{message}; retrying with backoff."
+        );
+        self.stats.set_last_error(message);
+    }
+
+    /// The counter a connection error goes to, and its explanation for an operator.
+    fn classify<'s>(
+        &'s self,
+        e: &ConnectionError,
+        connected: bool,
+        st: &Session,
+    ) -> (Option<&'s std::sync::atomic::AtomicU64>, String) {
+        let s = &*self.stats;
+        let m = &self.params.mqtt;
         if let Some(t) = tls::find_tls_error(e) {
-            TransportStats::incr(&self.stats.tls_failures);
-            if connected {
-                TransportStats::incr(&self.stats.disconnects);
-            }
-            warn!(endpoint = %endpoint, error = %tls::describe_tls_error(t, &self.names), "TLS failure; retrying with backoff.");
-            return;
+            return (
+                Some(&s.tls_failures),
+                format!("TLS failure: {}", tls::describe_tls_error(t, &self.names)),
+            );
         }
         if let ConnectionError::Tls(te) = e {
-            TransportStats::incr(&self.stats.tls_failures);
-            warn!(endpoint = %endpoint, error = %te, "TLS failure; retrying with backoff.");
-            return;
+            return (Some(&s.tls_failures), format!("TLS failure: {te}"));
         }
         if let ConnectionError::ConnectionRefused(code) = e {
-            match code {
-                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => {
-                    TransportStats::incr(&self.stats.connect_auth_errors);
-                    warn!(endpoint = %endpoint, client_id = %self.params.mqtt.client_id, reason = ?code, "Broker refused the connection: not authorized. Check the certificate's policy and the client id.");
-                }
-                _ => {
-                    TransportStats::incr(&self.stats.connect_failures);
-                    warn!(endpoint = %endpoint, reason = ?code, "Broker refused the connection; retrying with backoff.");
-                }
-            }
-            return;
+            return match code {
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => (
+                    Some(&s.connect_auth_errors),
+                    format!(
+                        "Broker refused the connection ({code:?}): check the policy attached to certificate {} and the client id {:?}",
+                        m.cert_file.display(),
+                        m.client_id
+                    ),
+                ),
+                _ => (
+                    Some(&s.connect_failures),
+                    format!("Broker refused the connection ({code:?})"),
+                ),
+            };
         }
         if !connected {
             if closed_by_peer(e) {
-                TransportStats::incr(&self.stats.connect_auth_errors);
-                warn!(endpoint = %endpoint, client_id = %self.params.mqtt.client_id, error = %e, "Broker closed the connection before CONNACK (AWS IoT does this when the certificate or its policy does not allow connecting with this client id).");
-            } else {
-                TransportStats::incr(&self.stats.connect_failures);
-                warn!(endpoint = %endpoint, port = self.params.mqtt.port, error = %e, "Cannot connect to the MQTT broker; retrying with backoff.");
+                return (
+                    Some(&s.connect_auth_errors),
+                    format!(
+                        "Broker closed the connection before CONNACK (AWS IoT does this when certificate {} or its policy does not allow connecting as client id {:?}): {e}",
+                        m.cert_file.display(),
+                        m.client_id
+                    ),
+                );
             }
-            return;
+            return (
+                Some(&s.connect_failures),
+                format!("Cannot connect to the broker: {e}"),
+            );
         }
-        TransportStats::incr(&self.stats.disconnects);
         if closed_by_peer(e) {
-            if let Some(s) = st.publish_auth_suspect(Instant::now()) {
-                TransportStats::incr(&self.stats.publish_auth_errors);
-                warn!(topic = %s.topic, id = %s.id, "Broker closed the connection right after a publish that got no PUBACK: the policy probably does not allow publishing on this topic. The record stays spooled.");
-                return;
+            if let Some(sent) = st.publish_auth_suspect(Instant::now()) {
+                return (
+                    Some(&s.publish_auth_errors),
+                    format!(
+                        "Broker closed the connection right after a publish on {} (record {}) that got no PUBACK: the policy probably does not allow publishing there; the record stays spooled",
+                        sent.topic, sent.id
+                    ),
+                );
             }
         }
-        warn!(endpoint = %endpoint, error = %e, pending = self.spool.stats().depth, "Connection lost; unacknowledged records will be published again.");
+        (
+            None,
+            format!("Connection lost, unacknowledged records will be published again: {e}"),
+        )
     }
 }
 

@@ -113,6 +113,15 @@ impl Session {
         self.inflight.remove(&pkid)
     }
 
+    /// When the oldest publish still waiting for its PUBACK was handed to the client.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.inflight
+            .values()
+            .chain(self.queued.iter())
+            .map(|s| s.at)
+            .min()
+    }
+
     /// When the connection was closed by the broker at `now`: the publish it most likely
     /// refused (the most recently written one without PUBACK, if written within
     /// [`PUBLISH_AUTH_WINDOW`]).
@@ -212,5 +221,51 @@ mod tests {
             s.publish_auth_suspect(t0).is_none(),
             "acknowledged: not refused"
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of requests, packet-id assignment (rumqttc reuses an id
+        /// only after its PUBACK) and out-of-order PUBACKs, each PUBACK releases exactly the
+        /// record that was sent with that packet id, and nothing is released twice.
+        #[test]
+        fn pubacks_release_exactly_the_records_sent_with_their_packet_ids(
+            ops in proptest::collection::vec((0u8..3, 0usize..16), 1..200)
+        ) {
+            let now = Instant::now();
+            let mut s = Session::new(8);
+            let mut next_id = 0u64;
+            let mut queued = std::collections::VecDeque::new();
+            let mut bound: HashMap<u16, u64> = HashMap::new();
+            let mut released = std::collections::HashSet::new();
+            for (op, n) in ops {
+                match op {
+                    0 if s.can_send() => {
+                        next_id += 1;
+                        s.queued(sent(next_id, now));
+                        queued.push_back(next_id);
+                    }
+                    1 => {
+                        if let Some(id) = queued.pop_front() {
+                            // rumqttc picks a free packet id.
+                            let pkid = (1..=8u16).find(|p| !bound.contains_key(p)).unwrap();
+                            s.on_outgoing_publish(pkid, now).unwrap();
+                            bound.insert(pkid, id);
+                        }
+                    }
+                    _ => {
+                        let mut keys: Vec<u16> = bound.keys().copied().collect();
+                        keys.sort_unstable();
+                        if !keys.is_empty() {
+                            let pkid = keys[n % keys.len()];
+                            let want = bound.remove(&pkid).unwrap();
+                            let got = s.on_puback(pkid).map(|x| x.id.0);
+                            proptest::prop_assert_eq!(got, Some(want));
+                            proptest::prop_assert!(released.insert(want));
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(s.outstanding(), queued.len() + bound.len());
+            }
+        }
     }
 }

@@ -42,6 +42,7 @@ pub struct TransportStats {
     /// Messages on the response topics that could not be understood.
     pub malformed_responses: AtomicU64,
     rejected_by_code: Mutex<BTreeMap<String, u64>>,
+    last_error: Mutex<Option<String>>,
     spool: OnceLock<SharedSpool>,
 }
 
@@ -84,6 +85,23 @@ impl TransportStats {
             OTHER_CODES
         };
         *map.entry(key.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Remembers the explanation of the latest connection problem.
+    pub fn set_last_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+    }
+
+    /// The explanation of the latest connection problem (TLS, authorization, network), as
+    /// logged at WARN.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Rejections so far, by `ErrorCode`.

@@ -205,3 +205,17 @@ fn tls_errors_are_found_inside_io_errors_and_explained() {
     );
     assert!(msg.contains("/etc/ca.pem"), "{msg}");
 }
+
+#[test]
+fn client_config_offers_tls12_and_13_and_the_configured_alpn() {
+    let d = tempfile::tempdir().unwrap();
+    let (crt, key) = self_signed(d.path(), "dev", false);
+    let mut c = cfg(&crt, &crt, &key);
+    c.port = 443;
+    c.alpn = Some("x-amzn-mqtt-ca".into());
+    let tls = client_config(&c).unwrap();
+    assert_eq!(tls.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+    assert!(tls.enable_sni, "SNI carries the endpoint name");
+    c.alpn = None;
+    assert!(client_config(&c).unwrap().alpn_protocols.is_empty());
+}
