@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use integration_tests::edgewarden_bin;
 
-const TICK: Duration = Duration::from_secs(2);
-const LEARNING: Duration = Duration::from_secs(40);
+const TICK: Duration = Duration::from_millis(500);
+const LEARNING: Duration = Duration::from_secs(45);
 const GW_ADDR: &str = "169.254.77.1";
 const PEER_ADDR: &str = "169.254.77.2";
 /// Addresses of the peer never contacted during the baseline.
