@@ -4,6 +4,7 @@
 //! Device Defender refuses `mlDetectionConfig` on set metrics; on the device that combination
 //! selects set novelty, so such behaviours belong in a device-only profile.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -61,20 +62,30 @@ impl ConfidenceLevel {
     }
 }
 
+/// A model fit that runs off the evaluation path; its result goes to [`MlScorer::install`].
+pub type TrainFn = Box<dyn FnOnce() -> Option<Box<dyn Any + Send>> + Send>;
+
 /// An anomaly scorer for one numeric behaviour.
 ///
-/// `score` rates a datapoint against the baseline learned so far, without changing it; `learn`
-/// then adds the datapoint to the baseline. The engine calls `learn` only for datapoints it does
-/// not hold anomalous, so an attack in progress never becomes the baseline.
+/// `observe` rates a datapoint against the baseline learned so far and then folds it into the
+/// baseline as the model sees fit (a robust model keeps outliers out of its baseline, so an
+/// attack in progress does not become normal). Models that need a heavier fit hand out a
+/// [`TrainFn`] when one is due; the caller runs it on a worker thread and installs the result.
 pub trait MlScorer: Send + std::fmt::Debug {
     /// Anomaly score in [0, 1] of `value` at `at_ms`.
-    fn score(&mut self, at_ms: u64, value: f64) -> f64;
-    /// Adds the datapoint to the baseline.
-    fn learn(&mut self, at_ms: u64, value: f64);
+    fn observe(&mut self, at_ms: u64, value: f64) -> f64;
     /// True once the baseline has seen enough datapoints to be trusted.
     fn is_trained(&self) -> bool;
     /// Serialized learned state.
     fn save(&self) -> serde_json::Value;
+    /// A fit to run off the evaluation path, when one is due.
+    fn training_job(&mut self) -> Option<TrainFn> {
+        None
+    }
+    /// Installs the result of a [`TrainFn`]; false when it does not fit this scorer.
+    fn install(&mut self, _model: Box<dyn Any + Send>) -> bool {
+        false
+    }
 }
 
 /// Builds scorers, fresh or from a saved state.
@@ -83,6 +94,10 @@ pub trait ScorerFactory: Send + Sync + std::fmt::Debug {
     fn create(&self) -> Box<dyn MlScorer>;
     /// A scorer restored from [`MlScorer::save`]; `None` if the state is not usable.
     fn restore(&self, state: &serde_json::Value) -> Option<Box<dyn MlScorer>>;
+    /// Score at or above which a datapoint violates at `level`, on this scorer's scale.
+    fn threshold(&self, level: ConfidenceLevel) -> f64 {
+        level.score_threshold()
+    }
 }
 
 /// Minimum datapoints before a baseline is trusted.
@@ -107,11 +122,8 @@ impl EwmaScorer {
     }
 }
 
-impl MlScorer for EwmaScorer {
-    fn score(&mut self, _at_ms: u64, value: f64) -> f64 {
-        if !value.is_finite() {
-            return 0.0;
-        }
+impl EwmaScorer {
+    fn score(&self, value: f64) -> f64 {
         if self.n == 0 {
             return 0.0;
         }
@@ -121,10 +133,7 @@ impl MlScorer for EwmaScorer {
         r / (1.0 + r)
     }
 
-    fn learn(&mut self, _at_ms: u64, value: f64) {
-        if !value.is_finite() {
-            return;
-        }
+    fn learn(&mut self, value: f64) {
         self.n = self.n.saturating_add(1);
         let a = if self.n < 50 {
             1.0 / self.n as f64
@@ -134,6 +143,22 @@ impl MlScorer for EwmaScorer {
         let dev = (value - self.mean).abs();
         self.mean += a * (value - self.mean);
         self.mad += a * (dev - self.mad);
+    }
+}
+
+/// Scores at or above this are outliers and stay out of the EWMA baseline once it is trained.
+const EWMA_OUTLIER: f64 = 0.8;
+
+impl MlScorer for EwmaScorer {
+    fn observe(&mut self, _at_ms: u64, value: f64) -> f64 {
+        if !value.is_finite() {
+            return 0.0;
+        }
+        let score = self.score(value);
+        if score < EWMA_OUTLIER || !self.is_trained() {
+            self.learn(value);
+        }
+        score
     }
 
     fn is_trained(&self) -> bool {
@@ -383,12 +408,14 @@ mod tests {
         let mut s = f.create();
         for i in 0..200u64 {
             let v = 1000.0 + (i % 7) as f64 * 10.0;
-            assert!(s.score(i, v).is_finite());
-            s.learn(i, v);
+            assert!(s.observe(i, v).is_finite());
         }
         assert!(s.is_trained());
-        assert!(s.score(0, 1030.0) < 0.2);
-        assert!(s.score(0, 100_000.0) > 0.99);
+        assert!(s.observe(200, 1030.0) < 0.2);
+        // An outlier scores high and stays out of the baseline: it scores the same again.
+        let a = s.observe(201, 100_000.0);
+        assert!(a > 0.99);
+        assert_eq!(s.observe(202, 100_000.0), a);
         let r = f.restore(&s.save()).unwrap();
         assert!(r.is_trained());
         assert!(f.restore(&serde_json::json!({"nonsense": 1})).is_none());

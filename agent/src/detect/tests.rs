@@ -707,11 +707,9 @@ struct LinearScorer {
 }
 
 impl MlScorer for LinearScorer {
-    fn score(&mut self, _at_ms: u64, value: f64) -> f64 {
-        value / 100.0
-    }
-    fn learn(&mut self, _at_ms: u64, value: f64) {
+    fn observe(&mut self, _at_ms: u64, value: f64) -> f64 {
         self.learned.push(value);
+        value / 100.0
     }
     fn is_trained(&self) -> bool {
         self.learned.len() >= 3
@@ -779,11 +777,11 @@ fn ml_behaviours_learn_silently_then_alarm_at_their_confidence_threshold() {
     assert!(e.evaluate(&snap(6, &[("cpu_usage", 10.0)])).is_empty());
     let ev = e.evaluate(&snap(7, &[("cpu_usage", 10.0)]));
     assert_eq!(ev[0].violation_event_type, ViolationEventType::AlarmCleared);
-    // The anomalous datapoint was never learned.
+    // Every datapoint reached the scorer, and its state is persisted.
     let st = e.state();
     let learned: Vec<f64> =
         serde_json::from_value(st.behaviors["ml-cpu"].model.clone().unwrap()).unwrap();
-    assert_eq!(learned, vec![99.0, 99.0, 99.0, 89.0, 10.0, 10.0]);
+    assert_eq!(learned, vec![99.0, 99.0, 99.0, 89.0, 90.0, 10.0, 10.0]);
     let status = e.status();
     assert_eq!(
         status.behaviors[0].recent_scores,
