@@ -1,3 +1,64 @@
 //! Streaming anomaly detection for gateway metrics.
+//!
+//! The crate learns what normal looks like for a set of numeric features on the device
+//! itself and scores every new sample in microseconds, with an explanation. It is a pure
+//! library: no I/O, no threads, no logging.
+//!
+//! # Pieces
+//! * [`Detector`] — the multivariate streaming detector. `observe(timestamp_ms, &values)`
+//!   returns a [`Verdict`]: a calibrated score in [0, 1], an alarm flag and the top
+//!   contributing features. Internally:
+//!   * a robust per-feature baseline (exponentially weighted centre and deviation,
+//!     [`baseline`]), cheap enough for every sample;
+//!   * several k-means models (linfa) over windows of differenced, lagged, standardized
+//!     features ([`kmeans`]), trained on a rolling history and retrained off the scoring
+//!     path ([`Detector::train_snapshot`] → [`TrainingSet::fit`] → [`Detector::install`]);
+//!   * calibrators ([`calibrate`]) that turn each raw value into a tail probability, and
+//!     a combiner that turns those into one score.
+//! * [`SetNovelty`] — flags discrete items (ports, addresses, process names) never seen
+//!   during a baseline period, with bounded memory.
+//!
+//! # Example
+//! ```
+//! use edgewarden_detector::{Detector, DetectorParams};
+//!
+//! let mut det = Detector::new(DetectorParams::with_features(["cpu", "rx_bytes"]))?;
+//! for t in 0..600u64 {
+//!     let v = det.observe(t * 10_000, &[0.5 + 0.01 * (t % 7) as f64, 1e4]);
+//!     assert!((0.0..=1.0).contains(&v.score));
+//!     if det.needs_retrain() {
+//!         // On a device, run `fit` on a worker thread.
+//!         let set = det.train_snapshot();
+//!         det.install(set.fit()?)?;
+//!     }
+//! }
+//! assert!(!det.is_learning());
+//! let spike = det.observe(600 * 10_000, &[0.5, 9e6]);
+//! assert!(spike.anomalous);
+//! assert_eq!(det.feature_names()[spike.top()[0].feature], "rx_bytes");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Persistence and memory
+//! [`Detector`] and [`SetNovelty`] derive serde `Serialize`/`Deserialize` (store them with
+//! `serde_json` or `ciborium`); a restored detector behaves exactly like the original.
+//! Memory is fixed at construction: with the default parameters and 30 features the
+//! learned state is about 600 KiB (the rolling history is most of it, see
+//! [`Detector::state_bytes`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod baseline;
+pub mod calibrate;
+mod detector;
+mod history;
+pub mod kmeans;
+pub mod novelty;
+pub mod params;
+
+pub use detector::{
+    Contribution, Detector, SkipCounts, SkipReason, Status, Verdict, MAX_ABS_VALUE,
+};
+pub use kmeans::{LagModel, TrainError, TrainingSet};
+pub use novelty::{Novelty, SetNovelty, SetNoveltyParams, SetNoveltyParamsError};
+pub use params::{DetectorParams, DetectorValidParams, ParamsError, MAX_FEATURES, MAX_TOP};

@@ -1,0 +1,105 @@
+//! Rolling history of accepted samples: the training window of the k-means models and
+//! the source of the lagged input windows.
+//!
+//! A fixed-capacity ring of `capacity × n_features` values, plus for each row the length
+//! of the contiguous run it ends (a gap restarts the run, so no input window spans a
+//! gap). Memory: `capacity × (8 × n_features + 8)` bytes, allocated once.
+
+use serde::{Deserialize, Serialize};
+
+/// Ring buffer of the most recent samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct History {
+    n_features: usize,
+    capacity: usize,
+    /// Row-major values; row `r` lives at `r * n_features`.
+    values: Vec<f64>,
+    runs: Vec<u64>,
+    /// Index of the slot the next row goes to.
+    head: usize,
+    len: usize,
+}
+
+impl History {
+    pub(crate) fn new(n_features: usize, capacity: usize) -> Self {
+        Self {
+            n_features,
+            capacity,
+            values: vec![0.0; n_features * capacity],
+            runs: vec![0; capacity],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Length of the contiguous run ending at the newest row (0 when empty).
+    pub(crate) fn run(&self) -> u64 {
+        if self.len == 0 {
+            0
+        } else {
+            self.run_at(0)
+        }
+    }
+
+    /// Appends a row; `restart` begins a new contiguous run.
+    pub(crate) fn push(&mut self, row: &[f64], restart: bool) {
+        let run = if restart { 1 } else { self.run() + 1 };
+        let at = self.head * self.n_features;
+        self.values[at..at + self.n_features].copy_from_slice(row);
+        self.runs[self.head] = run;
+        self.head = (self.head + 1) % self.capacity;
+        self.len = (self.len + 1).min(self.capacity);
+    }
+
+    fn slot(&self, back: usize) -> usize {
+        debug_assert!(back < self.len);
+        (self.head + self.capacity - 1 - back) % self.capacity
+    }
+
+    /// Value of feature `j`, `back` rows before the newest (0 = newest).
+    pub(crate) fn value(&self, back: usize, j: usize) -> f64 {
+        self.values[self.slot(back) * self.n_features + j]
+    }
+
+    /// Run length at the row `back` rows before the newest.
+    pub(crate) fn run_at(&self, back: usize) -> u64 {
+        self.runs[self.slot(back)]
+    }
+
+    /// Whether the structure is consistent (used after deserialization).
+    pub(crate) fn is_consistent(&self, n_features: usize) -> bool {
+        self.n_features == n_features
+            && self.capacity > 0
+            && self.values.len() == self.n_features * self.capacity
+            && self.runs.len() == self.capacity
+            && self.head < self.capacity
+            && self.len <= self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_keeps_the_newest_rows_and_runs() {
+        let mut h = History::new(2, 3);
+        for i in 0..5 {
+            h.push(&[i as f64, -(i as f64)], i == 3);
+        }
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.value(0, 0), 4.0);
+        assert_eq!(h.value(2, 1), -2.0);
+        assert_eq!(h.run_at(0), 2);
+        assert_eq!(h.run_at(1), 1);
+        assert_eq!(h.run_at(2), 3);
+    }
+}
