@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::eval::{set_offenders, AlarmTracker, Percentiles, SumWindow, Transition};
 use super::eval::{MIN_PERCENTILE_HISTORY, PERCENTILE_HISTORY};
 use super::metric::Observation;
-use super::ml::{normalise_name, EwmaFactory, MlScorer, NoveltySet, ScorerFactory, TrainFn};
+use super::ml::{normalise_name, DetectorFactory, MlScorer, NoveltySet, ScorerFactory, TrainFn};
 use super::profile::{Behavior, Check, DefenderValue, Profile};
 use super::violation::{AdditionalInfo, ViolationEvent, ViolationEventType};
 use crate::config::DetectConfig;
@@ -312,9 +312,9 @@ pub struct Engine {
     scratch: String,
 }
 
-/// The ML scorer used by [`Engine::new`].
+/// The ML scorer used by [`Engine::new`]: the `edgewarden-detector` library.
 pub fn default_scorers() -> Box<dyn ScorerFactory> {
-    Box::new(EwmaFactory)
+    Box::new(DetectorFactory)
 }
 
 fn fingerprint(b: &Behavior) -> String {

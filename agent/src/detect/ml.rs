@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 
+use edgewarden_detector::{Detector, DetectorParams, LagModel, Status};
 use serde::{Deserialize, Serialize};
 
 /// `mlDetectionConfig.confidenceLevel`. `HIGH` means fewer, surer alarms; `LOW` more sensitive.
@@ -41,12 +42,15 @@ impl ConfidenceLevel {
         }
     }
 
-    /// Anomaly score (0–1) at or above which a numeric ML datapoint violates.
+    /// Anomaly score (0–1) at or above which a numeric ML datapoint violates. On the
+    /// detector's scale (`-log10(p) / 10`) these are tail probabilities of 1e-5, 1e-6 and 1e-7
+    /// per datapoint: at a 10 s tick a well-calibrated normal metric crosses HIGH about once in
+    /// three years.
     pub const fn score_threshold(self) -> f64 {
         match self {
-            ConfidenceLevel::Low => 0.80,
-            ConfidenceLevel::Medium => 0.90,
-            ConfidenceLevel::High => 0.97,
+            ConfidenceLevel::Low => 0.5,
+            ConfidenceLevel::Medium => 0.6,
+            ConfidenceLevel::High => 0.7,
         }
     }
 
@@ -100,93 +104,81 @@ pub trait ScorerFactory: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Minimum datapoints before a baseline is trusted.
-pub const MIN_TRAINED_DATAPOINTS: u64 = 30;
-
-/// A robust streaming baseline: exponentially weighted mean and mean absolute deviation, with
-/// the score a smooth function of the deviation in robust standard deviations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EwmaScorer {
-    mean: f64,
-    mad: f64,
-    n: u64,
+/// The anomaly scorer of ML behaviours: an `edgewarden-detector` [`Detector`] over the one
+/// metric (robust per-feature baseline with time-of-day seasonality, k-means on lagged windows,
+/// calibrated to a tail probability). Its score is `-log10(p) / 10`.
+#[derive(Debug)]
+pub struct DetectorScorer {
+    det: Detector,
 }
 
-/// Weight of a new datapoint in the EWMA (a memory of about 200 datapoints).
-const EWMA_ALPHA: f64 = 0.005;
+/// Samples a detector sees before it scores (10 minutes of 10 s ticks); the engine's learning
+/// period usually ends later.
+const DETECTOR_WARMUP: u64 = 60;
 
-impl EwmaScorer {
-    fn scale(&self) -> f64 {
-        // A deviation floor: 1.4826·MAD estimates σ; flat series get 5 % of the level or 1 unit.
-        (1.4826 * self.mad).max(0.05 * self.mean.abs()).max(1.0)
-    }
-}
+/// Builds [`DetectorScorer`]s with the agent's parameters.
+#[derive(Debug, Clone, Default)]
+pub struct DetectorFactory;
 
-impl EwmaScorer {
-    fn score(&self, value: f64) -> f64 {
-        if self.n == 0 {
-            return 0.0;
+impl DetectorFactory {
+    /// The detector parameters for one behaviour's metric.
+    pub fn params() -> DetectorParams {
+        DetectorParams {
+            warmup_samples: DETECTOR_WARMUP,
+            // A lasting anomaly keeps its score, so the alarm lasts as long as it does;
+            // consecutiveDatapointsToClear handles flapping.
+            refractory_samples: 0,
+            ..DetectorParams::with_features(["value"])
         }
-        let z = (value - self.mean).abs() / self.scale();
-        // z = 4 → 0.5, z = 6 → 0.84, z = 8 → 0.94, z = 12 → 0.99.
-        let r = (z / 4.0).powi(4);
-        r / (1.0 + r)
-    }
-
-    fn learn(&mut self, value: f64) {
-        self.n = self.n.saturating_add(1);
-        let a = if self.n < 50 {
-            1.0 / self.n as f64
-        } else {
-            EWMA_ALPHA
-        };
-        let dev = (value - self.mean).abs();
-        self.mean += a * (value - self.mean);
-        self.mad += a * (dev - self.mad);
     }
 }
 
-/// Scores at or above this are outliers and stay out of the EWMA baseline once it is trained.
-const EWMA_OUTLIER: f64 = 0.8;
-
-impl MlScorer for EwmaScorer {
-    fn observe(&mut self, _at_ms: u64, value: f64) -> f64 {
-        if !value.is_finite() {
-            return 0.0;
-        }
-        let score = self.score(value);
-        if score < EWMA_OUTLIER || !self.is_trained() {
-            self.learn(value);
-        }
-        score
-    }
-
-    fn is_trained(&self) -> bool {
-        self.n >= MIN_TRAINED_DATAPOINTS
-    }
-
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// Factory of [`EwmaScorer`]s.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EwmaFactory;
-
-impl ScorerFactory for EwmaFactory {
+impl ScorerFactory for DetectorFactory {
     fn create(&self) -> Box<dyn MlScorer> {
-        Box::new(EwmaScorer {
-            mean: 0.0,
-            mad: 0.0,
-            n: 0,
+        Box::new(DetectorScorer {
+            det: Detector::new(Self::params())
+                .expect("the built-in detector parameters are valid (checked by a unit test)"),
         })
     }
 
     fn restore(&self, state: &serde_json::Value) -> Option<Box<dyn MlScorer>> {
-        let s: EwmaScorer = serde_json::from_value(state.clone()).ok()?;
-        (s.mean.is_finite() && s.mad.is_finite() && s.mad >= 0.0)
-            .then(|| Box::new(s) as Box<dyn MlScorer>)
+        let det: Detector = serde_json::from_value(state.clone()).ok()?;
+        (det.feature_names().len() == 1)
+            .then(|| Box::new(DetectorScorer { det }) as Box<dyn MlScorer>)
+    }
+}
+
+impl MlScorer for DetectorScorer {
+    fn observe(&mut self, at_ms: u64, value: f64) -> f64 {
+        let v = self.det.observe(at_ms, &[value]);
+        match v.status {
+            Status::Armed if v.score.is_finite() => v.score.clamp(0.0, 1.0),
+            _ => 0.0,
+        }
+    }
+
+    fn is_trained(&self) -> bool {
+        !self.det.is_learning()
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.det).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn training_job(&mut self) -> Option<TrainFn> {
+        if !self.det.needs_retrain() {
+            return None;
+        }
+        let set = self.det.train_snapshot();
+        Some(Box::new(move || {
+            set.fit().ok().map(|m| Box::new(m) as Box<dyn Any + Send>)
+        }))
+    }
+
+    fn install(&mut self, model: Box<dyn Any + Send>) -> bool {
+        model
+            .downcast::<LagModel>()
+            .is_ok_and(|m| self.det.install(*m).is_ok())
     }
 }
 
@@ -403,21 +395,30 @@ mod tests {
     }
 
     #[test]
-    fn ewma_scores_outliers_high_and_the_baseline_low() {
-        let f = EwmaFactory;
+    fn detector_scorer_is_quiet_on_noise_and_loud_on_a_flood() {
+        let f = DetectorFactory;
         let mut s = f.create();
-        for i in 0..200u64 {
-            let v = 1000.0 + (i % 7) as f64 * 10.0;
-            assert!(s.observe(i, v).is_finite());
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut max_normal = 0.0f64;
+        for i in 0..3000u64 {
+            let v = 20_000.0 + rng.f64() * 5_000.0;
+            let sc = s.observe(i * 10_000, v);
+            assert!((0.0..=1.0).contains(&sc));
+            if i > 400 {
+                max_normal = max_normal.max(sc);
+            }
+            if let Some(job) = s.training_job() {
+                assert!(job().is_some_and(|m| s.install(m)));
+            }
         }
         assert!(s.is_trained());
-        assert!(s.observe(200, 1030.0) < 0.2);
-        // An outlier scores high and stays out of the baseline: it scores the same again.
-        let a = s.observe(201, 100_000.0);
-        assert!(a > 0.99);
-        assert_eq!(s.observe(202, 100_000.0), a);
-        let r = f.restore(&s.save()).unwrap();
-        assert!(r.is_trained());
-        assert!(f.restore(&serde_json::json!({"nonsense": 1})).is_none());
+        assert!(
+            max_normal < f.threshold(ConfidenceLevel::Low),
+            "{max_normal}"
+        );
+        let flood = s.observe(3000 * 10_000, 5_000_000.0);
+        assert!(flood >= f.threshold(ConfidenceLevel::High), "{flood}");
+        let restored = f.restore(&s.save()).unwrap();
+        assert!(restored.is_trained());
     }
 }
