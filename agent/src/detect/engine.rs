@@ -331,7 +331,8 @@ fn fingerprint(b: &Behavior) -> String {
 
 fn finite(x: f64) -> f64 {
     if x.is_finite() {
-        x.clamp(0.0, 1.0)
+        // `+ 0.0` turns a negative zero into zero.
+        x.clamp(0.0, 1.0) + 0.0
     } else {
         0.0
     }

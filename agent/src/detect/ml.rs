@@ -106,10 +106,58 @@ pub trait ScorerFactory: Send + Sync + std::fmt::Debug {
 
 /// The anomaly scorer of ML behaviours: an `edgewarden-detector` [`Detector`] over the one
 /// metric (robust per-feature baseline with time-of-day seasonality, k-means on lagged windows,
-/// calibrated to a tail probability). Its score is `-log10(p) / 10`.
+/// calibrated to a tail probability; score `-log10(p) / 10`), backed by a [`MagnitudeGuard`].
 #[derive(Debug)]
 pub struct DetectorScorer {
     det: Detector,
+    guard: MagnitudeGuard,
+}
+
+/// A gross-magnitude check beside the detector.
+///
+/// The detector's score is relative to the deviations it has seen: on a near-constant metric
+/// (a gateway's heartbeat traffic) ordinary jitter already looks extreme to it, and a change by
+/// orders of magnitude scores little more. The guard scores the deviation from a robust level
+/// against a floor of a quarter of that level: `log10(z / 10) / 3`, so 10× the floor scores 0,
+/// 1,000× scores 0.67 and 10,000× scores 1. Only gross changes reach the confidence
+/// thresholds. Its updates are clipped, so an attack does not move its level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MagnitudeGuard {
+    centre: f64,
+    mad: f64,
+    n: u64,
+}
+
+impl MagnitudeGuard {
+    fn scale(&self) -> f64 {
+        (1.4826 * self.mad).max(0.25 * self.centre.abs()).max(1.0)
+    }
+
+    /// Scores `x`, then learns it (clipped to three scales).
+    pub fn observe(&mut self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        if self.n == 0 {
+            self.centre = x;
+            self.n = 1;
+            return 0.0;
+        }
+        let scale = self.scale();
+        let dev = x - self.centre;
+        let z = dev.abs() / scale;
+        let score = if z > 10.0 {
+            ((z / 10.0).log10() / 3.0).min(1.0)
+        } else {
+            0.0
+        };
+        self.n = self.n.saturating_add(1);
+        let a = (1.0 / self.n as f64).max(0.002);
+        let d = dev.clamp(-3.0 * scale, 3.0 * scale);
+        self.centre += a * d;
+        self.mad += a * (d.abs() - self.mad);
+        score
+    }
 }
 
 /// Samples a detector sees before it scores (10 minutes of 10 s ticks); the engine's learning
@@ -133,26 +181,46 @@ impl DetectorFactory {
     }
 }
 
+/// Persisted form of a [`DetectorScorer`].
+#[derive(Serialize, Deserialize)]
+struct DetectorScorerState {
+    detector: Detector,
+    guard: MagnitudeGuard,
+}
+
 impl ScorerFactory for DetectorFactory {
     fn create(&self) -> Box<dyn MlScorer> {
         Box::new(DetectorScorer {
             det: Detector::new(Self::params())
                 .expect("the built-in detector parameters are valid (checked by a unit test)"),
+            guard: MagnitudeGuard {
+                centre: 0.0,
+                mad: 0.0,
+                n: 0,
+            },
         })
     }
 
     fn restore(&self, state: &serde_json::Value) -> Option<Box<dyn MlScorer>> {
-        let det: Detector = serde_json::from_value(state.clone()).ok()?;
-        (det.feature_names().len() == 1)
-            .then(|| Box::new(DetectorScorer { det }) as Box<dyn MlScorer>)
+        let s: DetectorScorerState = serde_json::from_value(state.clone()).ok()?;
+        let ok = s.detector.feature_names().len() == 1
+            && s.guard.centre.is_finite()
+            && s.guard.mad.is_finite();
+        ok.then(|| {
+            Box::new(DetectorScorer {
+                det: s.detector,
+                guard: s.guard,
+            }) as Box<dyn MlScorer>
+        })
     }
 }
 
 impl MlScorer for DetectorScorer {
     fn observe(&mut self, at_ms: u64, value: f64) -> f64 {
         let v = self.det.observe(at_ms, &[value]);
+        let guard = self.guard.observe(value);
         match v.status {
-            Status::Armed if v.score.is_finite() => v.score.clamp(0.0, 1.0),
+            Status::Armed if v.score.is_finite() => v.score.clamp(0.0, 1.0).max(guard),
             _ => 0.0,
         }
     }
@@ -162,7 +230,11 @@ impl MlScorer for DetectorScorer {
     }
 
     fn save(&self) -> serde_json::Value {
-        serde_json::to_value(&self.det).unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(DetectorScorerState {
+            detector: self.det.clone(),
+            guard: self.guard.clone(),
+        })
+        .unwrap_or(serde_json::Value::Null)
     }
 
     fn training_job(&mut self) -> Option<TrainFn> {
@@ -420,5 +492,36 @@ mod tests {
         assert!(flood >= f.threshold(ConfidenceLevel::High), "{flood}");
         let restored = f.restore(&s.save()).unwrap();
         assert!(restored.is_trained());
+    }
+
+    #[test]
+    fn a_jump_by_orders_of_magnitude_alarms_even_after_a_flat_baseline() {
+        let f = DetectorFactory;
+        let mut s = f.create();
+        for i in 0..200u64 {
+            // Heartbeat traffic: almost always the same byte count.
+            let v = if i % 17 == 0 { 2040.0 } else { 2588.0 };
+            assert!(s.observe(i * 500, v) < ConfidenceLevel::Low.score_threshold());
+        }
+        assert!(s.observe(200 * 500, 537_466_782.0) >= ConfidenceLevel::High.score_threshold());
+        // The guard kept its level: normal traffic is normal again.
+        assert!(s.observe(201 * 500, 2588.0) < ConfidenceLevel::Low.score_threshold());
+    }
+
+    #[test]
+    fn magnitude_guard_scores_hand_computed_deviations() {
+        let mut g = MagnitudeGuard {
+            centre: 0.0,
+            mad: 0.0,
+            n: 0,
+        };
+        for _ in 0..1000 {
+            g.observe(1000.0);
+        }
+        // Scale floor: a quarter of the level, 250.
+        assert_eq!(g.observe(3500.0), 0.0); // z = 10
+        let s = g.observe(1000.0 + 250.0 * 1000.0); // z = 1000 → log10(100) / 3
+        assert!((s - 2.0 / 3.0).abs() < 0.01, "{s}");
+        assert_eq!(g.observe(1e12), 1.0);
     }
 }
