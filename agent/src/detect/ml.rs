@@ -113,14 +113,20 @@ pub struct DetectorScorer {
     guard: MagnitudeGuard,
 }
 
-/// A gross-magnitude check beside the detector.
+/// A magnitude check beside the detector.
 ///
-/// The detector's score is relative to the deviations it has seen: on a near-constant metric
-/// (a gateway's heartbeat traffic) ordinary jitter already looks extreme to it, and a change by
-/// orders of magnitude scores little more. The guard scores the deviation from a robust level
-/// against a floor of a quarter of that level: `log10(z / 10) / 3`, so 10× the floor scores 0,
-/// 1,000× scores 0.67 and 10,000× scores 1. Only gross changes reach the confidence
-/// thresholds. Its updates are clipped, so an attack does not move its level.
+/// The detector's score is relative to the deviations it has seen. On a near-constant metric (a
+/// gateway's heartbeat traffic, two established connections) ordinary jitter already looks
+/// extreme to it, and a change by orders of magnitude scores little more. The guard measures the
+/// deviation `z` from a robust level in units of a floor scale: the robust spread, at least a
+/// quarter of the level and at least 1. It does two things:
+///
+/// - it gates the detector: a datapoint within [`GATE_Z`] floor scales of the level is never
+///   anomalous (a third connection, 20 % more bytes);
+/// - it scores gross changes itself, `log10(z / 10) / 3`: 10× the floor scores 0, 1,000× scores
+///   0.67 and 10,000× scores 1.
+///
+/// Its updates are clipped to three scales, so an attack does not move its level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MagnitudeGuard {
     centre: f64,
@@ -133,15 +139,15 @@ impl MagnitudeGuard {
         (1.4826 * self.mad).max(0.25 * self.centre.abs()).max(1.0)
     }
 
-    /// Scores `x`, then learns it (clipped to three scales).
-    pub fn observe(&mut self, x: f64) -> f64 {
+    /// Scores `x` as `(score, z)`, then learns it (clipped to three scales).
+    pub fn observe(&mut self, x: f64) -> (f64, f64) {
         if !x.is_finite() {
-            return 0.0;
+            return (0.0, 0.0);
         }
         if self.n == 0 {
             self.centre = x;
             self.n = 1;
-            return 0.0;
+            return (0.0, 0.0);
         }
         let scale = self.scale();
         let dev = x - self.centre;
@@ -156,9 +162,12 @@ impl MagnitudeGuard {
         let d = dev.clamp(-3.0 * scale, 3.0 * scale);
         self.centre += a * d;
         self.mad += a * (d.abs() - self.mad);
-        score
+        (score, z)
     }
 }
+
+/// Deviation, in floor scales, below which the detector's score is not trusted.
+pub const GATE_Z: f64 = 3.0;
 
 /// Samples a detector sees before it scores (10 minutes of 10 s ticks); the engine's learning
 /// period usually ends later.
@@ -218,9 +227,16 @@ impl ScorerFactory for DetectorFactory {
 impl MlScorer for DetectorScorer {
     fn observe(&mut self, at_ms: u64, value: f64) -> f64 {
         let v = self.det.observe(at_ms, &[value]);
-        let guard = self.guard.observe(value);
+        let (guard, z) = self.guard.observe(value);
         match v.status {
-            Status::Armed if v.score.is_finite() => v.score.clamp(0.0, 1.0).max(guard),
+            Status::Armed if v.score.is_finite() => {
+                let det = if z >= GATE_Z {
+                    v.score.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                det.max(guard)
+            }
             _ => 0.0,
         }
     }
@@ -509,6 +525,18 @@ mod tests {
     }
 
     #[test]
+    fn a_rare_small_step_on_a_constant_count_is_not_anomalous() {
+        let f = DetectorFactory;
+        let mut s = f.create();
+        for i in 0..300u64 {
+            let v = if i % 50 == 7 { 3.0 } else { 2.0 };
+            s.observe(i * 500, v);
+        }
+        assert_eq!(s.observe(300 * 500, 3.0), 0.0, "within the gate");
+        assert!(s.observe(301 * 500, 20_000.0) >= ConfidenceLevel::High.score_threshold());
+    }
+
+    #[test]
     fn magnitude_guard_scores_hand_computed_deviations() {
         let mut g = MagnitudeGuard {
             centre: 0.0,
@@ -519,9 +547,12 @@ mod tests {
             g.observe(1000.0);
         }
         // Scale floor: a quarter of the level, 250.
-        assert_eq!(g.observe(3500.0), 0.0); // z = 10
-        let s = g.observe(1000.0 + 250.0 * 1000.0); // z = 1000 → log10(100) / 3
-        assert!((s - 2.0 / 3.0).abs() < 0.01, "{s}");
-        assert_eq!(g.observe(1e12), 1.0);
+        assert_eq!(g.observe(3500.0), (0.0, 10.0));
+        let (s, z) = g.observe(1000.0 + 250.0 * 1000.0); // z = 1000 → log10(100) / 3
+        assert!(
+            (s - 2.0 / 3.0).abs() < 0.01 && (z - 1000.0).abs() < 2.0,
+            "{s} {z}"
+        );
+        assert_eq!(g.observe(1e12).0, 1.0);
     }
 }
