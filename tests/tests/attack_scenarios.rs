@@ -9,7 +9,9 @@
 //! count. Snapshots are sampled by a small /proc reader scoped to the gateway namespace: the
 //! network files of a process living there and the processes sharing its network namespace.
 //!
-//! Needs root and `ip` (iproute2); without them the test is skipped with the reason.
+//! Needs root and `ip` (iproute2); without them the test is skipped with the reason. Run with
+//! `--nocapture` to see each scenario's verdicts and the engine status; `EW_DEBUG=1` also prints
+//! every sampled tick.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -668,11 +670,7 @@ impl Run {
         let secs = MAX_GENERATOR_SECS.to_string();
         let peer = lab.peer.clone();
         let gw = lab.gw.clone();
-        lab.spawn(
-            &peer,
-            &format!("serve 0.0.0.0 {ECHO_PORT} {secs} echo"),
-            None,
-        );
+        lab.spawn(&peer, &format!("serve :: {ECHO_PORT} {secs} echo"), None);
         lab.spawn(
             &peer,
             &format!("serve 0.0.0.0 {DISCARD_PORT} {secs} discard"),
