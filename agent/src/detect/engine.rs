@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::eval::{set_offenders, AlarmTracker, Percentiles, SumWindow, Transition};
 use super::eval::{MIN_PERCENTILE_HISTORY, PERCENTILE_HISTORY};
 use super::metric::Observation;
-use super::ml::{normalise_name, EwmaFactory, MlScorer, NoveltySet, ScorerFactory};
+use super::ml::{normalise_name, DetectorFactory, MlScorer, NoveltySet, ScorerFactory, TrainFn};
 use super::profile::{Behavior, Check, DefenderValue, Profile};
 use super::violation::{AdditionalInfo, ViolationEvent, ViolationEventType};
 use crate::config::DetectConfig;
@@ -206,6 +206,54 @@ impl fmt::Display for EngineStatus {
     }
 }
 
+/// A model fit due for one ML behaviour. Run it off the evaluation path (a worker thread,
+/// `spawn_blocking`), then give the result to [`Engine::install`].
+pub struct TrainingJob {
+    behavior: String,
+    fingerprint: String,
+    run: TrainFn,
+}
+
+impl fmt::Debug for TrainingJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrainingJob")
+            .field("behavior", &self.behavior)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainingJob {
+    /// The behaviour whose model this fits.
+    pub fn behavior(&self) -> &str {
+        &self.behavior
+    }
+
+    /// Fits the model (CPU-bound; milliseconds).
+    pub fn run(self) -> TrainedModel {
+        TrainedModel {
+            behavior: self.behavior,
+            fingerprint: self.fingerprint,
+            model: (self.run)(),
+        }
+    }
+}
+
+/// The result of a [`TrainingJob`].
+pub struct TrainedModel {
+    behavior: String,
+    fingerprint: String,
+    model: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl fmt::Debug for TrainedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrainedModel")
+            .field("behavior", &self.behavior)
+            .field("fitted", &self.model.is_some())
+            .finish()
+    }
+}
+
 /// Runtime state of one behaviour.
 #[derive(Debug)]
 struct Row {
@@ -220,6 +268,15 @@ struct Row {
     learned_ms: u64,
     last_datapoint_ms: Option<u64>,
     recent: VecDeque<f64>,
+}
+
+/// What every behaviour's evaluation of one tick shares.
+#[derive(Clone, Copy)]
+struct Tick<'a> {
+    factory: &'a dyn ScorerFactory,
+    snap: &'a Snapshot,
+    learning_period_ms: u64,
+    adopt_after_ms: u64,
 }
 
 /// What an event says about its datapoint.
@@ -255,9 +312,9 @@ pub struct Engine {
     scratch: String,
 }
 
-/// The ML scorer used by [`Engine::new`].
+/// The ML scorer used by [`Engine::new`]: the `edgewarden-detector` library.
 pub fn default_scorers() -> Box<dyn ScorerFactory> {
-    Box::new(EwmaFactory)
+    Box::new(DetectorFactory)
 }
 
 fn fingerprint(b: &Behavior) -> String {
@@ -274,7 +331,8 @@ fn fingerprint(b: &Behavior) -> String {
 
 fn finite(x: f64) -> f64 {
     if x.is_finite() {
-        x.clamp(0.0, 1.0)
+        // `+ 0.0` turns a negative zero into zero.
+        x.clamp(0.0, 1.0) + 0.0
     } else {
         0.0
     }
@@ -450,17 +508,15 @@ impl Engine {
             );
             events.push(ev);
         }
-        let learning_period_ms = self.learning_period_ms;
-        let adopt_after_ms = self.adopt_after_ms;
         for i in 0..self.rows.len() {
-            let row = &mut self.rows[i];
-            let dp = row.datapoint(
+            let tick = Tick {
+                factory: self.factory.as_ref(),
                 snap,
-                learning_period_ms,
-                adopt_after_ms,
-                &mut self.scratch,
-                &mut self.interval_max_score,
-            );
+                learning_period_ms: self.learning_period_ms,
+                adopt_after_ms: self.adopt_after_ms,
+            };
+            let row = &mut self.rows[i];
+            let dp = row.datapoint(&tick, &mut self.scratch, &mut self.interval_max_score);
             let Some(dp) = dp else {
                 let stale = row
                     .last_datapoint_ms
@@ -633,6 +689,45 @@ impl Engine {
         }
     }
 
+    /// Model fits that are due, to run off the evaluation path. Call after [`Engine::evaluate`];
+    /// cheap when nothing is due.
+    pub fn training_jobs(&mut self) -> Vec<TrainingJob> {
+        let mut jobs = Vec::new();
+        for r in &mut self.rows {
+            if let Some(run) = r.scorer.as_mut().and_then(|s| s.training_job()) {
+                jobs.push(TrainingJob {
+                    behavior: r.behavior.name.clone(),
+                    fingerprint: r.fingerprint.clone(),
+                    run,
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Installs a fitted model; false when the fit failed or its behaviour has since been
+    /// removed or changed.
+    pub fn install(&mut self, trained: TrainedModel) -> bool {
+        let Some(model) = trained.model else {
+            return false;
+        };
+        self.rows
+            .iter_mut()
+            .find(|r| r.behavior.name == trained.behavior && r.fingerprint == trained.fingerprint)
+            .and_then(|r| r.scorer.as_mut())
+            .is_some_and(|s| s.install(model))
+    }
+
+    /// Runs the due fits on this thread and installs them (replays, tests); returns how many
+    /// models were installed.
+    pub fn train_inline(&mut self) -> usize {
+        let jobs = self.training_jobs();
+        jobs.into_iter()
+            .map(|j| self.install(j.run()))
+            .filter(|&ok| ok)
+            .count()
+    }
+
     /// The scorer factory in use.
     pub fn scorers(&self) -> &dyn ScorerFactory {
         self.factory.as_ref()
@@ -687,12 +782,16 @@ impl Row {
     /// still learning).
     fn datapoint(
         &mut self,
-        snap: &Snapshot,
-        learning_period_ms: u64,
-        adopt_after_ms: u64,
+        tick: &Tick<'_>,
         scratch: &mut String,
         max_score: &mut f64,
     ) -> Option<Datapoint> {
+        let Tick {
+            factory,
+            snap,
+            learning_period_ms,
+            adopt_after_ms,
+        } = *tick;
         let obs = self.behavior.spec.metric.observe(snap)?;
         let learning = self.is_learning(learning_period_ms);
         if self.behavior.is_learned() {
@@ -762,12 +861,9 @@ impl Row {
             }
             (Check::Ml { confidence }, Observation::Number(x)) => {
                 let scorer = self.scorer.as_mut()?;
-                let score = finite(scorer.score(snap.at_ms, x));
-                let threshold = confidence.score_threshold();
+                let score = finite(scorer.observe(snap.at_ms, x));
+                let threshold = factory.threshold(*confidence);
                 let violating = !learning && score >= threshold;
-                if !violating {
-                    scorer.learn(snap.at_ms, x);
-                }
                 note_score(&mut self.recent, score, max_score, !learning);
                 if learning {
                     return None;

@@ -4,8 +4,10 @@
 //! Device Defender refuses `mlDetectionConfig` on set metrics; on the device that combination
 //! selects set novelty, so such behaviours belong in a device-only profile.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 
+use edgewarden_detector::{Detector, DetectorParams, LagModel, Status};
 use serde::{Deserialize, Serialize};
 
 /// `mlDetectionConfig.confidenceLevel`. `HIGH` means fewer, surer alarms; `LOW` more sensitive.
@@ -40,12 +42,15 @@ impl ConfidenceLevel {
         }
     }
 
-    /// Anomaly score (0–1) at or above which a numeric ML datapoint violates.
+    /// Anomaly score (0–1) at or above which a numeric ML datapoint violates. On the
+    /// detector's scale (`-log10(p) / 10`) these are tail probabilities of 1e-5, 1e-6 and 1e-7
+    /// per datapoint: at a 10 s tick a well-calibrated normal metric crosses HIGH about once in
+    /// three years.
     pub const fn score_threshold(self) -> f64 {
         match self {
-            ConfidenceLevel::Low => 0.80,
-            ConfidenceLevel::Medium => 0.90,
-            ConfidenceLevel::High => 0.97,
+            ConfidenceLevel::Low => 0.5,
+            ConfidenceLevel::Medium => 0.6,
+            ConfidenceLevel::High => 0.7,
         }
     }
 
@@ -61,20 +66,30 @@ impl ConfidenceLevel {
     }
 }
 
+/// A model fit that runs off the evaluation path; its result goes to [`MlScorer::install`].
+pub type TrainFn = Box<dyn FnOnce() -> Option<Box<dyn Any + Send>> + Send>;
+
 /// An anomaly scorer for one numeric behaviour.
 ///
-/// `score` rates a datapoint against the baseline learned so far, without changing it; `learn`
-/// then adds the datapoint to the baseline. The engine calls `learn` only for datapoints it does
-/// not hold anomalous, so an attack in progress never becomes the baseline.
+/// `observe` rates a datapoint against the baseline learned so far and then folds it into the
+/// baseline as the model sees fit (a robust model keeps outliers out of its baseline, so an
+/// attack in progress does not become normal). Models that need a heavier fit hand out a
+/// [`TrainFn`] when one is due; the caller runs it on a worker thread and installs the result.
 pub trait MlScorer: Send + std::fmt::Debug {
     /// Anomaly score in [0, 1] of `value` at `at_ms`.
-    fn score(&mut self, at_ms: u64, value: f64) -> f64;
-    /// Adds the datapoint to the baseline.
-    fn learn(&mut self, at_ms: u64, value: f64);
+    fn observe(&mut self, at_ms: u64, value: f64) -> f64;
     /// True once the baseline has seen enough datapoints to be trusted.
     fn is_trained(&self) -> bool;
     /// Serialized learned state.
     fn save(&self) -> serde_json::Value;
+    /// A fit to run off the evaluation path, when one is due.
+    fn training_job(&mut self) -> Option<TrainFn> {
+        None
+    }
+    /// Installs the result of a [`TrainFn`]; false when it does not fit this scorer.
+    fn install(&mut self, _model: Box<dyn Any + Send>) -> bool {
+        false
+    }
 }
 
 /// Builds scorers, fresh or from a saved state.
@@ -83,85 +98,175 @@ pub trait ScorerFactory: Send + Sync + std::fmt::Debug {
     fn create(&self) -> Box<dyn MlScorer>;
     /// A scorer restored from [`MlScorer::save`]; `None` if the state is not usable.
     fn restore(&self, state: &serde_json::Value) -> Option<Box<dyn MlScorer>>;
+    /// Score at or above which a datapoint violates at `level`, on this scorer's scale.
+    fn threshold(&self, level: ConfidenceLevel) -> f64 {
+        level.score_threshold()
+    }
 }
 
-/// Minimum datapoints before a baseline is trusted.
-pub const MIN_TRAINED_DATAPOINTS: u64 = 30;
+/// The anomaly scorer of ML behaviours: an `edgewarden-detector` [`Detector`] over the one
+/// metric (robust per-feature baseline with time-of-day seasonality, k-means on lagged windows,
+/// calibrated to a tail probability; score `-log10(p) / 10`), backed by a [`MagnitudeGuard`].
+#[derive(Debug)]
+pub struct DetectorScorer {
+    det: Detector,
+    guard: MagnitudeGuard,
+}
 
-/// A robust streaming baseline: exponentially weighted mean and mean absolute deviation, with
-/// the score a smooth function of the deviation in robust standard deviations.
+/// A magnitude check beside the detector.
+///
+/// The detector's score is relative to the deviations it has seen. On a near-constant metric (a
+/// gateway's heartbeat traffic, two established connections) ordinary jitter already looks
+/// extreme to it, and a change by orders of magnitude scores little more. The guard measures the
+/// deviation `z` from a robust level in units of a floor scale: the robust spread, at least a
+/// quarter of the level and at least 1. It does two things:
+///
+/// - it gates the detector: a datapoint within [`GATE_Z`] floor scales of the level is never
+///   anomalous (a third connection, 20 % more bytes);
+/// - it scores gross changes itself, `log10(z / 10) / 3`: 10× the floor scores 0, 1,000× scores
+///   0.67 and 10,000× scores 1.
+///
+/// Its updates are clipped to three scales, so an attack does not move its level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EwmaScorer {
-    mean: f64,
+pub struct MagnitudeGuard {
+    centre: f64,
     mad: f64,
     n: u64,
 }
 
-/// Weight of a new datapoint in the EWMA (a memory of about 200 datapoints).
-const EWMA_ALPHA: f64 = 0.005;
-
-impl EwmaScorer {
+impl MagnitudeGuard {
     fn scale(&self) -> f64 {
-        // A deviation floor: 1.4826·MAD estimates σ; flat series get 5 % of the level or 1 unit.
-        (1.4826 * self.mad).max(0.05 * self.mean.abs()).max(1.0)
+        (1.4826 * self.mad).max(0.25 * self.centre.abs()).max(1.0)
     }
-}
 
-impl MlScorer for EwmaScorer {
-    fn score(&mut self, _at_ms: u64, value: f64) -> f64 {
-        if !value.is_finite() {
-            return 0.0;
+    /// Scores `x` as `(score, z)`, then learns it (clipped to three scales).
+    pub fn observe(&mut self, x: f64) -> (f64, f64) {
+        if !x.is_finite() {
+            return (0.0, 0.0);
         }
         if self.n == 0 {
-            return 0.0;
+            self.centre = x;
+            self.n = 1;
+            return (0.0, 0.0);
         }
-        let z = (value - self.mean).abs() / self.scale();
-        // z = 4 → 0.5, z = 6 → 0.84, z = 8 → 0.94, z = 12 → 0.99.
-        let r = (z / 4.0).powi(4);
-        r / (1.0 + r)
-    }
-
-    fn learn(&mut self, _at_ms: u64, value: f64) {
-        if !value.is_finite() {
-            return;
-        }
-        self.n = self.n.saturating_add(1);
-        let a = if self.n < 50 {
-            1.0 / self.n as f64
+        let scale = self.scale();
+        let dev = x - self.centre;
+        let z = dev.abs() / scale;
+        let score = if z > 10.0 {
+            ((z / 10.0).log10() / 3.0).min(1.0)
         } else {
-            EWMA_ALPHA
+            0.0
         };
-        let dev = (value - self.mean).abs();
-        self.mean += a * (value - self.mean);
-        self.mad += a * (dev - self.mad);
-    }
-
-    fn is_trained(&self) -> bool {
-        self.n >= MIN_TRAINED_DATAPOINTS
-    }
-
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        self.n = self.n.saturating_add(1);
+        let a = (1.0 / self.n as f64).max(0.002);
+        let d = dev.clamp(-3.0 * scale, 3.0 * scale);
+        self.centre += a * d;
+        self.mad += a * (d.abs() - self.mad);
+        (score, z)
     }
 }
 
-/// Factory of [`EwmaScorer`]s.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EwmaFactory;
+/// Deviation, in floor scales, below which the detector's score is not trusted.
+pub const GATE_Z: f64 = 3.0;
 
-impl ScorerFactory for EwmaFactory {
+/// Samples a detector sees before it scores (10 minutes of 10 s ticks); the engine's learning
+/// period usually ends later.
+const DETECTOR_WARMUP: u64 = 60;
+
+/// Builds [`DetectorScorer`]s with the agent's parameters.
+#[derive(Debug, Clone, Default)]
+pub struct DetectorFactory;
+
+impl DetectorFactory {
+    /// The detector parameters for one behaviour's metric.
+    pub fn params() -> DetectorParams {
+        DetectorParams {
+            warmup_samples: DETECTOR_WARMUP,
+            // A lasting anomaly keeps its score, so the alarm lasts as long as it does;
+            // consecutiveDatapointsToClear handles flapping.
+            refractory_samples: 0,
+            ..DetectorParams::with_features(["value"])
+        }
+    }
+}
+
+/// Persisted form of a [`DetectorScorer`].
+#[derive(Serialize, Deserialize)]
+struct DetectorScorerState {
+    detector: Detector,
+    guard: MagnitudeGuard,
+}
+
+impl ScorerFactory for DetectorFactory {
     fn create(&self) -> Box<dyn MlScorer> {
-        Box::new(EwmaScorer {
-            mean: 0.0,
-            mad: 0.0,
-            n: 0,
+        Box::new(DetectorScorer {
+            det: Detector::new(Self::params())
+                .expect("the built-in detector parameters are valid (checked by a unit test)"),
+            guard: MagnitudeGuard {
+                centre: 0.0,
+                mad: 0.0,
+                n: 0,
+            },
         })
     }
 
     fn restore(&self, state: &serde_json::Value) -> Option<Box<dyn MlScorer>> {
-        let s: EwmaScorer = serde_json::from_value(state.clone()).ok()?;
-        (s.mean.is_finite() && s.mad.is_finite() && s.mad >= 0.0)
-            .then(|| Box::new(s) as Box<dyn MlScorer>)
+        let s: DetectorScorerState = serde_json::from_value(state.clone()).ok()?;
+        let ok = s.detector.feature_names().len() == 1
+            && s.guard.centre.is_finite()
+            && s.guard.mad.is_finite();
+        ok.then(|| {
+            Box::new(DetectorScorer {
+                det: s.detector,
+                guard: s.guard,
+            }) as Box<dyn MlScorer>
+        })
+    }
+}
+
+impl MlScorer for DetectorScorer {
+    fn observe(&mut self, at_ms: u64, value: f64) -> f64 {
+        let v = self.det.observe(at_ms, &[value]);
+        let (guard, z) = self.guard.observe(value);
+        match v.status {
+            Status::Armed if v.score.is_finite() => {
+                let det = if z >= GATE_Z {
+                    v.score.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                det.max(guard)
+            }
+            _ => 0.0,
+        }
+    }
+
+    fn is_trained(&self) -> bool {
+        !self.det.is_learning()
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(DetectorScorerState {
+            detector: self.det.clone(),
+            guard: self.guard.clone(),
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn training_job(&mut self) -> Option<TrainFn> {
+        if !self.det.needs_retrain() {
+            return None;
+        }
+        let set = self.det.train_snapshot();
+        Some(Box::new(move || {
+            set.fit().ok().map(|m| Box::new(m) as Box<dyn Any + Send>)
+        }))
+    }
+
+    fn install(&mut self, model: Box<dyn Any + Send>) -> bool {
+        model
+            .downcast::<LagModel>()
+            .is_ok_and(|m| self.det.install(*m).is_ok())
     }
 }
 
@@ -378,19 +483,76 @@ mod tests {
     }
 
     #[test]
-    fn ewma_scores_outliers_high_and_the_baseline_low() {
-        let f = EwmaFactory;
+    fn detector_scorer_is_quiet_on_noise_and_loud_on_a_flood() {
+        let f = DetectorFactory;
         let mut s = f.create();
-        for i in 0..200u64 {
-            let v = 1000.0 + (i % 7) as f64 * 10.0;
-            assert!(s.score(i, v).is_finite());
-            s.learn(i, v);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut max_normal = 0.0f64;
+        for i in 0..3000u64 {
+            let v = 20_000.0 + rng.f64() * 5_000.0;
+            let sc = s.observe(i * 10_000, v);
+            assert!((0.0..=1.0).contains(&sc));
+            if i > 400 {
+                max_normal = max_normal.max(sc);
+            }
+            if let Some(job) = s.training_job() {
+                assert!(job().is_some_and(|m| s.install(m)));
+            }
         }
         assert!(s.is_trained());
-        assert!(s.score(0, 1030.0) < 0.2);
-        assert!(s.score(0, 100_000.0) > 0.99);
-        let r = f.restore(&s.save()).unwrap();
-        assert!(r.is_trained());
-        assert!(f.restore(&serde_json::json!({"nonsense": 1})).is_none());
+        assert!(
+            max_normal < f.threshold(ConfidenceLevel::Low),
+            "{max_normal}"
+        );
+        let flood = s.observe(3000 * 10_000, 5_000_000.0);
+        assert!(flood >= f.threshold(ConfidenceLevel::High), "{flood}");
+        let restored = f.restore(&s.save()).unwrap();
+        assert!(restored.is_trained());
+    }
+
+    #[test]
+    fn a_jump_by_orders_of_magnitude_alarms_even_after_a_flat_baseline() {
+        let f = DetectorFactory;
+        let mut s = f.create();
+        for i in 0..200u64 {
+            // Heartbeat traffic: almost always the same byte count.
+            let v = if i % 17 == 0 { 2040.0 } else { 2588.0 };
+            assert!(s.observe(i * 500, v) < ConfidenceLevel::Low.score_threshold());
+        }
+        assert!(s.observe(200 * 500, 537_466_782.0) >= ConfidenceLevel::High.score_threshold());
+        // The guard kept its level: normal traffic is normal again.
+        assert!(s.observe(201 * 500, 2588.0) < ConfidenceLevel::Low.score_threshold());
+    }
+
+    #[test]
+    fn a_rare_small_step_on_a_constant_count_is_not_anomalous() {
+        let f = DetectorFactory;
+        let mut s = f.create();
+        for i in 0..300u64 {
+            let v = if i % 50 == 7 { 3.0 } else { 2.0 };
+            s.observe(i * 500, v);
+        }
+        assert_eq!(s.observe(300 * 500, 3.0), 0.0, "within the gate");
+        assert!(s.observe(301 * 500, 20_000.0) >= ConfidenceLevel::High.score_threshold());
+    }
+
+    #[test]
+    fn magnitude_guard_scores_hand_computed_deviations() {
+        let mut g = MagnitudeGuard {
+            centre: 0.0,
+            mad: 0.0,
+            n: 0,
+        };
+        for _ in 0..1000 {
+            g.observe(1000.0);
+        }
+        // Scale floor: a quarter of the level, 250.
+        assert_eq!(g.observe(3500.0), (0.0, 10.0));
+        let (s, z) = g.observe(1000.0 + 250.0 * 1000.0); // z = 1000 → log10(100) / 3
+        assert!(
+            (s - 2.0 / 3.0).abs() < 0.01 && (z - 1000.0).abs() < 2.0,
+            "{s} {z}"
+        );
+        assert_eq!(g.observe(1e12).0, 1.0);
     }
 }

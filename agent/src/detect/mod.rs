@@ -27,7 +27,7 @@ pub mod violation;
 
 pub use engine::{
     ActiveAlarm, ActiveViolation, BehaviorKind, BehaviorState, BehaviorStatus, Engine, EngineState,
-    EngineStatus, Phase, INVALIDATE_AFTER_MS,
+    EngineStatus, Phase, TrainedModel, TrainingJob, INVALIDATE_AFTER_MS,
 };
 pub use ml::ConfidenceLevel;
 pub use profile::{

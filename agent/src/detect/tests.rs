@@ -707,11 +707,9 @@ struct LinearScorer {
 }
 
 impl MlScorer for LinearScorer {
-    fn score(&mut self, _at_ms: u64, value: f64) -> f64 {
-        value / 100.0
-    }
-    fn learn(&mut self, _at_ms: u64, value: f64) {
+    fn observe(&mut self, _at_ms: u64, value: f64) -> f64 {
         self.learned.push(value);
+        value / 100.0
     }
     fn is_trained(&self) -> bool {
         self.learned.len() >= 3
@@ -754,14 +752,14 @@ fn ml_behaviours_learn_silently_then_alarm_at_their_confidence_threshold() {
         assert!(e.evaluate(&snap(seq, &[("cpu_usage", 99.0)])).is_empty());
     }
     assert_eq!(e.status().phase, Phase::Armed);
-    // MEDIUM threshold 0.90: 89 conforms, 90 violates.
-    assert!(e.evaluate(&snap(4, &[("cpu_usage", 89.0)])).is_empty());
-    let ev = e.evaluate(&snap(5, &[("cpu_usage", 90.0)]));
+    // MEDIUM threshold 0.60: 59 conforms, 60 violates.
+    assert!(e.evaluate(&snap(4, &[("cpu_usage", 59.0)])).is_empty());
+    let ev = e.evaluate(&snap(5, &[("cpu_usage", 60.0)]));
     assert_eq!(
         kinds(&ev),
         vec![("ml-cpu".into(), ViolationEventType::InAlarm)]
     );
-    assert_eq!(ev[0].score, 0.9);
+    assert_eq!(ev[0].score, 0.6);
     assert_eq!(
         ev[0]
             .violation_event_additional_info
@@ -772,22 +770,22 @@ fn ml_behaviours_learn_silently_then_alarm_at_their_confidence_threshold() {
     assert!(
         ev[0]
             .explanation
-            .contains("anomaly score 0.900 ≥ 0.90 (confidence MEDIUM)"),
+            .contains("anomaly score 0.600 ≥ 0.60 (confidence MEDIUM)"),
         "{}",
         ev[0].explanation
     );
     assert!(e.evaluate(&snap(6, &[("cpu_usage", 10.0)])).is_empty());
     let ev = e.evaluate(&snap(7, &[("cpu_usage", 10.0)]));
     assert_eq!(ev[0].violation_event_type, ViolationEventType::AlarmCleared);
-    // The anomalous datapoint was never learned.
+    // Every datapoint reached the scorer, and its state is persisted.
     let st = e.state();
     let learned: Vec<f64> =
         serde_json::from_value(st.behaviors["ml-cpu"].model.clone().unwrap()).unwrap();
-    assert_eq!(learned, vec![99.0, 99.0, 99.0, 89.0, 10.0, 10.0]);
+    assert_eq!(learned, vec![99.0, 99.0, 99.0, 59.0, 60.0, 10.0, 10.0]);
     let status = e.status();
     assert_eq!(
         status.behaviors[0].recent_scores,
-        vec![0.99, 0.99, 0.99, 0.89, 0.9, 0.1, 0.1]
+        vec![0.99, 0.99, 0.99, 0.59, 0.6, 0.1, 0.1]
     );
 }
 
