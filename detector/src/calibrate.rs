@@ -5,8 +5,8 @@
 //! fits an exponential tail to its top (peaks over threshold). A new value is tested
 //! against the state *before* it is learned (no look-ahead).
 //!
-//! Cost: a scan of the top of the histogram per value (a few dozen bins), about 2.3 KiB of
-//! state.
+//! Cost: O(1) per value plus, every eighth value, a scan of the top of the histogram (a
+//! few dozen bins); about 2.3 KiB of state.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,9 @@ const BINS: usize = 277;
 /// Smallest tail scale, in log units: keeps a history of identical values from turning
 /// rounding differences into alarms.
 const MIN_TAIL_SCALE: f64 = 0.1;
+/// Values between two refits of the tail (the fit moves slowly; refitting on every
+/// value would dominate the scoring cost).
+const REFIT_EVERY: u32 = 8;
 /// Renormalize the lazily decayed histogram when the increment exceeds this.
 const RESCALE_AT: f64 = 1e100;
 
@@ -45,6 +48,11 @@ pub struct Calibrator {
     /// decaying every bin).
     increment: f64,
     total: f64,
+    /// Highest bin ever filled: the tail scan starts there.
+    top_bin: usize,
+    /// Current tail fit `(u, beta)` and values learned since it was computed.
+    fit: (f64, f64),
+    fit_age: u32,
     counts: Vec<f64>,
     recent: Vec<f64>,
     recent_pos: usize,
@@ -62,6 +70,9 @@ impl Calibrator {
             seen: 0,
             increment: 1.0,
             total: 0.0,
+            top_bin: 0,
+            fit: (LOG_MIN, MIN_TAIL_SCALE),
+            fit_age: REFIT_EVERY,
             counts: vec![0.0; BINS],
             recent: vec![0.0; averaging.max(1)],
             recent_pos: 0,
@@ -77,6 +88,7 @@ impl Calibrator {
     /// Whether the arrays have the expected sizes (checked after deserialization).
     pub(crate) fn is_consistent(&self) -> bool {
         self.counts.len() == BINS
+            && self.top_bin < BINS
             && !self.recent.is_empty()
             && self.recent_pos < self.recent.len()
             && self.recent_len <= self.recent.len()
@@ -94,7 +106,7 @@ impl Calibrator {
         let mut mass = 0.0;
         let mut moment = 0.0;
         let mut u = LOG_MIN;
-        for (b, &c) in self.counts.iter().enumerate().rev() {
+        for (b, &c) in self.counts[..=self.top_bin].iter().enumerate().rev() {
             if c <= 0.0 {
                 continue;
             }
@@ -117,13 +129,21 @@ impl Calibrator {
     pub fn test_and_learn(&mut self, raw: f64) -> f64 {
         let raw = if raw.is_finite() { raw.max(0.0) } else { 0.0 };
         let x = (raw + RAW_FLOOR).ln();
-        self.recent[self.recent_pos] = x;
-        self.recent_pos = (self.recent_pos + 1) % self.recent.len();
-        self.recent_len = (self.recent_len + 1).min(self.recent.len());
-        let avg = self.recent[..self.recent_len].iter().sum::<f64>() / self.recent_len as f64;
+        let avg = if self.recent.len() == 1 {
+            x
+        } else {
+            self.recent[self.recent_pos] = x;
+            self.recent_pos = (self.recent_pos + 1) % self.recent.len();
+            self.recent_len = (self.recent_len + 1).min(self.recent.len());
+            self.recent[..self.recent_len].iter().sum::<f64>() / self.recent_len as f64
+        };
 
         let ln_p = if self.seen >= self.min_samples {
-            let (u, beta) = self.tail_fit();
+            if self.fit_age >= REFIT_EVERY {
+                self.fit = self.tail_fit();
+                self.fit_age = 0;
+            }
+            let (u, beta) = self.fit;
             if avg <= u {
                 0.0
             } else {
@@ -133,7 +153,9 @@ impl Calibrator {
             0.0
         };
 
-        self.counts[Self::bin_of(avg)] += self.increment;
+        let bin = Self::bin_of(avg);
+        self.counts[bin] += self.increment;
+        self.top_bin = self.top_bin.max(bin);
         self.total += self.increment;
         self.increment /= self.decay;
         if self.increment > RESCALE_AT {
@@ -142,6 +164,7 @@ impl Calibrator {
             self.total *= k;
             self.increment = 1.0;
         }
+        self.fit_age = self.fit_age.saturating_add(1);
         self.seen += 1;
         ln_p
     }
