@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 const RAW_FLOOR: f64 = 1e-6;
 /// Width of one histogram bin, in natural-log units of the raw value.
 const BIN_WIDTH: f64 = 0.1;
+/// Bins per natural-log unit (`1 / BIN_WIDTH`).
+const BINS_PER_UNIT: f64 = 10.0;
 /// Lowest log-raw value the histogram resolves (`ln RAW_FLOOR`).
 const LOG_MIN: f64 = -13.815_510_557_964_274;
 /// Number of histogram bins: log-raw values from `LOG_MIN` up to about `ln 1e6`.
@@ -40,7 +42,8 @@ const RESCALE_AT: f64 = 1e100;
 /// peak, a square wave's edges) fills the tail and stops alarming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibrator {
-    decay: f64,
+    /// `1 / decay`: the growth of the increment per value.
+    growth: f64,
     tail: f64,
     min_samples: u64,
     seen: u64,
@@ -64,7 +67,7 @@ impl Calibrator {
     /// tail fraction (in (0, 0.5]).
     pub fn new(half_life: f64, min_samples: u64, averaging: usize, tail: f64) -> Self {
         Self {
-            decay: 1.0 - alpha_of(half_life),
+            growth: 1.0 / (1.0 - alpha_of(half_life)),
             tail,
             min_samples,
             seen: 0,
@@ -97,7 +100,7 @@ impl Calibrator {
     }
 
     fn bin_of(x: f64) -> usize {
-        (((x - LOG_MIN) / BIN_WIDTH).max(0.0) as usize).min(BINS - 1)
+        (((x - LOG_MIN) * BINS_PER_UNIT).max(0.0) as usize).min(BINS - 1)
     }
 
     /// Tail quantile `u` and mean excess `beta` of the history.
@@ -157,7 +160,7 @@ impl Calibrator {
         self.counts[bin] += self.increment;
         self.top_bin = self.top_bin.max(bin);
         self.total += self.increment;
-        self.increment /= self.decay;
+        self.increment *= self.growth;
         if self.increment > RESCALE_AT {
             let k = 1.0 / self.increment;
             self.counts.iter_mut().for_each(|c| *c *= k);
