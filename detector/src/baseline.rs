@@ -84,10 +84,13 @@ impl Baseline {
 }
 
 /// Milliseconds in a day.
-const DAY_MS: u64 = 86_400_000;
+pub const DAY_MS: u64 = 86_400_000;
+/// Milliseconds in a week.
+pub const WEEK_MS: u64 = 7 * DAY_MS;
 
-/// Time-of-day baseline of one feature: a centre per time-of-day bin (exponentially
-/// weighted over that bin's visits) and a spread pooled over all bins.
+/// Seasonal baseline of one feature: a centre per bin of the period (time of day, or
+/// time of week), exponentially weighted over that bin's visits, and a spread pooled over
+/// all bins.
 ///
 /// It scores `|x - centre[bin]| / spread`. Gateway metrics follow the day (traffic,
 /// load, temperature); judging a value against the same time on previous days catches
@@ -96,6 +99,7 @@ const DAY_MS: u64 = 86_400_000;
 /// `8 × bins + 32` bytes per feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seasonal {
+    period_ms: u64,
     alpha_bin: f64,
     alpha_spread: f64,
     centres: Vec<f64>,
@@ -105,10 +109,12 @@ pub struct Seasonal {
 }
 
 impl Seasonal {
-    /// A baseline with `bins` bins per day, a centre half-life of `bin_half_life` visits
-    /// and a spread half-life of `spread_half_life` samples.
-    pub fn new(bins: usize, bin_half_life: f64, spread_half_life: f64) -> Self {
+    /// A baseline with `bins` bins per period of `period_ms` (e.g. [`DAY_MS`]), a centre
+    /// half-life of `bin_half_life` visits and a spread half-life of `spread_half_life`
+    /// samples.
+    pub fn new(bins: usize, period_ms: u64, bin_half_life: f64, spread_half_life: f64) -> Self {
         Self {
+            period_ms: period_ms.max(1),
             alpha_bin: alpha_of(bin_half_life),
             alpha_spread: alpha_of(spread_half_life),
             centres: vec![0.0; bins],
@@ -120,17 +126,18 @@ impl Seasonal {
 
     /// Whether the arrays agree (checked after deserialization).
     pub(crate) fn is_consistent(&self, bins: usize) -> bool {
-        self.centres.len() == bins && self.visits.len() == bins
+        self.centres.len() == bins && self.visits.len() == bins && self.period_ms > 0
     }
 
-    /// Robust z-score of `x` at `timestamp_ms` against the same time of day, then learns
+    /// Robust z-score of `x` at `timestamp_ms` against the same phase of the period, then learns
     /// it. Returns 0 until the bin has been visited on an earlier sample.
     pub fn test_and_learn(&mut self, timestamp_ms: u64, x: f64) -> f64 {
         let bins = self.centres.len();
         if bins == 0 {
             return 0.0;
         }
-        let bin = ((timestamp_ms % DAY_MS) as u128 * bins as u128 / DAY_MS as u128) as usize;
+        let period = self.period_ms;
+        let bin = ((timestamp_ms % period) as u128 * bins as u128 / period as u128) as usize;
         let bin = bin.min(bins - 1);
         if self.visits[bin] == 0 {
             self.centres[bin] = x;
@@ -189,7 +196,7 @@ mod tests {
 
     #[test]
     fn seasonal_baseline_flags_a_missing_daily_peak() {
-        let mut s = Seasonal::new(24, 3.0, 500.0);
+        let mut s = Seasonal::new(24, DAY_MS, 3.0, 500.0);
         let hour = 3_600_000u64;
         let value = |h: u64| if h % 24 == 12 { 10.0 } else { 1.0 } + 0.01 * (h % 5) as f64;
         let mut last_noon = 0.0;

@@ -5,8 +5,8 @@
 //! fits an exponential tail to its top (peaks over threshold). A new value is tested
 //! against the state *before* it is learned (no look-ahead).
 //!
-//! Cost: a scan of the top of the histogram per value (a few dozen bins), about 2.3 KiB of
-//! state.
+//! Cost: O(1) per value plus, every eighth value, a scan of the top of the histogram (a
+//! few dozen bins); about 2.3 KiB of state.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 const RAW_FLOOR: f64 = 1e-6;
 /// Width of one histogram bin, in natural-log units of the raw value.
 const BIN_WIDTH: f64 = 0.1;
+/// Bins per natural-log unit (`1 / BIN_WIDTH`).
+const BINS_PER_UNIT: f64 = 10.0;
 /// Lowest log-raw value the histogram resolves (`ln RAW_FLOOR`).
 const LOG_MIN: f64 = -13.815_510_557_964_274;
 /// Number of histogram bins: log-raw values from `LOG_MIN` up to about `ln 1e6`.
@@ -22,6 +24,9 @@ const BINS: usize = 277;
 /// Smallest tail scale, in log units: keeps a history of identical values from turning
 /// rounding differences into alarms.
 const MIN_TAIL_SCALE: f64 = 0.1;
+/// Values between two refits of the tail (the fit moves slowly; refitting on every
+/// value would dominate the scoring cost).
+const REFIT_EVERY: u32 = 8;
 /// Renormalize the lazily decayed histogram when the increment exceeds this.
 const RESCALE_AT: f64 = 1e100;
 
@@ -37,7 +42,8 @@ const RESCALE_AT: f64 = 1e100;
 /// peak, a square wave's edges) fills the tail and stops alarming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibrator {
-    decay: f64,
+    /// `1 / decay`: the growth of the increment per value.
+    growth: f64,
     tail: f64,
     min_samples: u64,
     seen: u64,
@@ -45,6 +51,11 @@ pub struct Calibrator {
     /// decaying every bin).
     increment: f64,
     total: f64,
+    /// Highest bin ever filled: the tail scan starts there.
+    top_bin: usize,
+    /// Current tail fit `(u, beta)` and values learned since it was computed.
+    fit: (f64, f64),
+    fit_age: u32,
     counts: Vec<f64>,
     recent: Vec<f64>,
     recent_pos: usize,
@@ -56,12 +67,15 @@ impl Calibrator {
     /// tail fraction (in (0, 0.5]).
     pub fn new(half_life: f64, min_samples: u64, averaging: usize, tail: f64) -> Self {
         Self {
-            decay: 1.0 - alpha_of(half_life),
+            growth: 1.0 / (1.0 - alpha_of(half_life)),
             tail,
             min_samples,
             seen: 0,
             increment: 1.0,
             total: 0.0,
+            top_bin: 0,
+            fit: (LOG_MIN, MIN_TAIL_SCALE),
+            fit_age: REFIT_EVERY,
             counts: vec![0.0; BINS],
             recent: vec![0.0; averaging.max(1)],
             recent_pos: 0,
@@ -77,6 +91,7 @@ impl Calibrator {
     /// Whether the arrays have the expected sizes (checked after deserialization).
     pub(crate) fn is_consistent(&self) -> bool {
         self.counts.len() == BINS
+            && self.top_bin < BINS
             && !self.recent.is_empty()
             && self.recent_pos < self.recent.len()
             && self.recent_len <= self.recent.len()
@@ -85,7 +100,7 @@ impl Calibrator {
     }
 
     fn bin_of(x: f64) -> usize {
-        (((x - LOG_MIN) / BIN_WIDTH).max(0.0) as usize).min(BINS - 1)
+        (((x - LOG_MIN) * BINS_PER_UNIT).max(0.0) as usize).min(BINS - 1)
     }
 
     /// Tail quantile `u` and mean excess `beta` of the history.
@@ -94,7 +109,7 @@ impl Calibrator {
         let mut mass = 0.0;
         let mut moment = 0.0;
         let mut u = LOG_MIN;
-        for (b, &c) in self.counts.iter().enumerate().rev() {
+        for (b, &c) in self.counts[..=self.top_bin].iter().enumerate().rev() {
             if c <= 0.0 {
                 continue;
             }
@@ -117,13 +132,21 @@ impl Calibrator {
     pub fn test_and_learn(&mut self, raw: f64) -> f64 {
         let raw = if raw.is_finite() { raw.max(0.0) } else { 0.0 };
         let x = (raw + RAW_FLOOR).ln();
-        self.recent[self.recent_pos] = x;
-        self.recent_pos = (self.recent_pos + 1) % self.recent.len();
-        self.recent_len = (self.recent_len + 1).min(self.recent.len());
-        let avg = self.recent[..self.recent_len].iter().sum::<f64>() / self.recent_len as f64;
+        let avg = if self.recent.len() == 1 {
+            x
+        } else {
+            self.recent[self.recent_pos] = x;
+            self.recent_pos = (self.recent_pos + 1) % self.recent.len();
+            self.recent_len = (self.recent_len + 1).min(self.recent.len());
+            self.recent[..self.recent_len].iter().sum::<f64>() / self.recent_len as f64
+        };
 
         let ln_p = if self.seen >= self.min_samples {
-            let (u, beta) = self.tail_fit();
+            if self.fit_age >= REFIT_EVERY {
+                self.fit = self.tail_fit();
+                self.fit_age = 0;
+            }
+            let (u, beta) = self.fit;
             if avg <= u {
                 0.0
             } else {
@@ -133,15 +156,18 @@ impl Calibrator {
             0.0
         };
 
-        self.counts[Self::bin_of(avg)] += self.increment;
+        let bin = Self::bin_of(avg);
+        self.counts[bin] += self.increment;
+        self.top_bin = self.top_bin.max(bin);
         self.total += self.increment;
-        self.increment /= self.decay;
+        self.increment *= self.growth;
         if self.increment > RESCALE_AT {
             let k = 1.0 / self.increment;
             self.counts.iter_mut().for_each(|c| *c *= k);
             self.total *= k;
             self.increment = 1.0;
         }
+        self.fit_age = self.fit_age.saturating_add(1);
         self.seen += 1;
         ln_p
     }

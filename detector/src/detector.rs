@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{Baseline, Seasonal};
+use crate::baseline::{Baseline, Seasonal, DAY_MS, WEEK_MS};
 use crate::calibrate::Calibrator;
 use crate::history::History;
 use crate::kmeans::{window_at, LagModel, TrainError, TrainingSet};
@@ -187,6 +187,8 @@ struct DetectorState {
     baseline_calibrators: Vec<Calibrator>,
     seasonal: Vec<Seasonal>,
     seasonal_calibrators: Vec<Calibrator>,
+    weekly: Vec<Seasonal>,
+    weekly_calibrators: Vec<Calibrator>,
     model_calibrator: Calibrator,
     history: History,
     models: Vec<LagModel>,
@@ -205,21 +207,28 @@ impl TryFrom<DetectorState> for Detector {
     fn try_from(state: DetectorState) -> Result<Self, Self::Error> {
         let n = state.params.n_features();
         let dim = state.params.window_dim();
+        // Disabled seasonal components keep no per-feature state.
+        let n_if = |bins: usize| if bins > 0 { n } else { 0 };
         let bins = state.params.get().seasonal_bins;
         if state.baselines.len() != n
             || state.baseline_calibrators.len() != n
-            || state.seasonal.len() != n
-            || state.seasonal_calibrators.len() != n
+            || state.seasonal.len() != n_if(state.params.get().seasonal_bins)
+            || state.seasonal_calibrators.len() != n_if(state.params.get().seasonal_bins)
+            || state.weekly.len() != n_if(state.params.get().weekly_bins)
+            || state.weekly_calibrators.len() != n_if(state.params.get().weekly_bins)
         {
             return Err(format!(
                 "state holds baselines for another number of features than {n}"
             ));
         }
+        let weekly_bins = state.params.get().weekly_bins;
         if state.seasonal.iter().any(|s| !s.is_consistent(bins))
+            || state.weekly.iter().any(|s| !s.is_consistent(weekly_bins))
             || !state
                 .baseline_calibrators
                 .iter()
                 .chain(&state.seasonal_calibrators)
+                .chain(&state.weekly_calibrators)
                 .chain(std::iter::once(&state.model_calibrator))
                 .all(Calibrator::is_consistent)
         {
@@ -272,15 +281,29 @@ impl Detector {
             p.score_averaging,
             p.tail_fraction,
         );
-        let seasonal = Seasonal::new(p.seasonal_bins, p.seasonal_half_life, p.baseline_half_life);
+        let seasonal = Seasonal::new(
+            p.seasonal_bins,
+            DAY_MS,
+            p.seasonal_half_life,
+            p.baseline_half_life,
+        );
+        let n_if = |bins: usize| if bins > 0 { n } else { 0 };
+        let weekly = Seasonal::new(
+            p.weekly_bins,
+            WEEK_MS,
+            p.seasonal_half_life,
+            p.baseline_half_life,
+        );
         let mut scratch = Scratch::default();
         scratch.ensure(params.window_dim(), n);
         Self {
             state: DetectorState {
                 baselines,
                 baseline_calibrators: vec![calibrator.clone(); n],
-                seasonal: vec![seasonal; n],
-                seasonal_calibrators: vec![calibrator.clone(); n],
+                seasonal: vec![seasonal; n_if(p.seasonal_bins)],
+                seasonal_calibrators: vec![calibrator.clone(); n_if(p.seasonal_bins)],
+                weekly: vec![weekly; n_if(p.weekly_bins)],
+                weekly_calibrators: vec![calibrator.clone(); n_if(p.weekly_bins)],
                 model_calibrator: calibrator,
                 history,
                 models: Vec::new(),
@@ -340,7 +363,12 @@ impl Detector {
             .iter()
             .map(|m| (m.n_clusters() + 2) * m.dim() * 8 + 64)
             .sum();
-        let per_feature = n * (2 * CALIBRATOR_BYTES + 32 + 12 * p.get().seasonal_bins);
+        let seasonal_parts =
+            usize::from(p.get().seasonal_bins > 0) + usize::from(p.get().weekly_bins > 0);
+        let per_feature = n
+            * ((2 + seasonal_parts) * CALIBRATOR_BYTES
+                + 32
+                + 12 * (p.get().seasonal_bins + p.get().weekly_bins));
         let names: usize = p.get().features.iter().map(|f| f.len() + 24).sum();
         std::mem::size_of::<Self>() + history + models + per_feature + names
     }
@@ -412,6 +440,7 @@ impl Detector {
         // Per-feature baselines.
         let mut ln_p_base = 0.0f64;
         let seasonal = p.seasonal_bins > 0;
+        let weekly = p.weekly_bins > 0;
         for (j, &x) in values.iter().enumerate() {
             let z = s.baselines[j].test_and_learn(x);
             let mut ln_p = s.baseline_calibrators[j].test_and_learn(z);
@@ -419,10 +448,14 @@ impl Detector {
                 let z = s.seasonal[j].test_and_learn(timestamp_ms, x);
                 ln_p = ln_p.min(s.seasonal_calibrators[j].test_and_learn(z));
             }
+            if weekly {
+                let z = s.weekly[j].test_and_learn(timestamp_ms, x);
+                ln_p = ln_p.min(s.weekly_calibrators[j].test_and_learn(z));
+            }
             self.scratch.per_feature[j] = -ln_p;
             ln_p_base = ln_p_base.min(ln_p);
         }
-        let tests = if seasonal { 2 * n } else { n };
+        let tests = n * (1 + usize::from(seasonal) + usize::from(weekly));
         ln_p_base = (ln_p_base + (tests as f64).ln()).min(0.0);
 
         // k-means models.
@@ -586,6 +619,7 @@ struct Knobs {
     refractory_damping: f64,
     top_features: usize,
     seasonal_bins: usize,
+    weekly_bins: usize,
     baseline_weight: f64,
     model_weight: f64,
     peak_memory: u64,
@@ -604,6 +638,7 @@ impl Knobs {
             refractory_damping: p.refractory_damping,
             top_features: p.top_features,
             seasonal_bins: p.seasonal_bins,
+            weekly_bins: p.weekly_bins,
             baseline_weight: p.baseline_weight,
             model_weight: p.model_weight,
             peak_memory: p.peak_memory,

@@ -32,10 +32,6 @@ impl History {
         }
     }
 
-    pub(crate) fn n_features(&self) -> usize {
-        self.n_features
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -64,7 +60,18 @@ impl History {
         (self.head + self.capacity - 1 - back) % self.capacity
     }
 
+    /// Offset in [`History::values`] of the row `back` rows before the newest.
+    pub(crate) fn row_offset(&self, back: usize) -> usize {
+        self.slot(back) * self.n_features
+    }
+
+    /// All stored values, row-major (see [`History::row_offset`]).
+    pub(crate) fn values(&self) -> &[f64] {
+        &self.values
+    }
+
     /// Value of feature `j`, `back` rows before the newest (0 = newest).
+    #[cfg(test)]
     pub(crate) fn value(&self, back: usize, j: usize) -> f64 {
         self.values[self.slot(back) * self.n_features + j]
     }

@@ -30,7 +30,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
 
 use crate::history::History;
-use crate::params::DetectorValidParams;
+use crate::params::{DetectorValidParams, MAX_LAGS};
 
 /// Largest absolute value of one standardized dimension; bounds the distances of
 /// arbitrarily large inputs.
@@ -48,18 +48,39 @@ pub(crate) fn window_at(
     smoothing: usize,
     out: &mut [f64],
 ) {
-    let n = history.n_features();
     let width = lags + 1;
     let s = smoothing as f64;
-    for j in 0..n {
-        let dims = &mut out[j * width..(j + 1) * width];
-        for (l, d) in dims[..lags].iter_mut().enumerate() {
-            let a = history.value(back + l, j);
-            let b = history.value(back + l + smoothing, j);
-            *d = (a - b) / s;
-        }
-        dims[lags] = history.value(back, j);
+    // Row offsets of the samples the window reads: back .. back + lags + smoothing - 1.
+    let mut rows = [0usize; 2 * MAX_LAGS];
+    for (k, r) in rows.iter_mut().enumerate().take(lags + smoothing) {
+        *r = history.row_offset(back + k);
     }
+    let values = history.values();
+    for (j, dims) in out.chunks_exact_mut(width).enumerate() {
+        for (l, d) in dims[..lags].iter_mut().enumerate() {
+            *d = (values[rows[l] + j] - values[rows[l + smoothing] + j]) / s;
+        }
+        dims[lags] = values[rows[0] + j];
+    }
+}
+
+/// Squared Euclidean distance, with four independent accumulators so the loop
+/// vectorizes (the summation order is fixed, so results are reproducible).
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (a4, a_rest) = a.split_at(a.len() - a.len() % 4);
+    let (b4, b_rest) = b.split_at(a4.len());
+    for (x, y) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
+        for k in 0..4 {
+            let d = x[k] - y[k];
+            acc[k] += d * d;
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        tail += (x - y) * (x - y);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// A fitted k-means model over input windows.
@@ -126,11 +147,7 @@ impl LagModel {
         }
         let mut best = (f64::INFINITY, 0);
         for (c, centroid) in self.centroids.chunks_exact(self.dim).enumerate() {
-            let mut d2 = 0.0;
-            for (&u, &m) in scratch.iter().zip(centroid) {
-                let d = u - m;
-                d2 += d * d;
-            }
+            let d2 = squared_distance(scratch, centroid);
             if d2 < best.0 {
                 best = (d2, c);
             }

@@ -47,6 +47,8 @@ pub struct DetectorParams {
     pub tail_fraction: f64,
     /// Number of time-of-day bins of the seasonal baseline (0 disables it), <= 1440.
     pub seasonal_bins: usize,
+    /// Number of time-of-week bins of the weekly baseline (0 disables it), <= 10080.
+    pub weekly_bins: usize,
     /// Half-life of a seasonal bin's centre, in visits of that bin. >= 1.
     pub seasonal_half_life: f64,
     /// Number of recent raw scores averaged before calibration (1 = no averaging),
@@ -117,12 +119,13 @@ impl Default for DetectorParams {
             score_averaging: 1,
             tail_fraction: 0.05,
             seasonal_bins: 48,
+            weekly_bins: 0,
             seasonal_half_life: 4.0,
             lags: 5,
             smoothing: 3,
             level_weight: 2.0,
             clusters: 8,
-            max_models: 4,
+            max_models: 3,
             train_window: 2160,
             min_train_samples: 150,
             retrain_every: 360,
@@ -212,6 +215,12 @@ impl DetectorParams {
             "seasonal_bins",
             "<= 1440",
             p.seasonal_bins as f64,
+        )?;
+        check(
+            p.weekly_bins <= 10080,
+            "weekly_bins",
+            "<= 10080",
+            p.weekly_bins as f64,
         )?;
         check(
             p.seasonal_half_life.is_finite() && p.seasonal_half_life >= 1.0,
@@ -443,6 +452,7 @@ mod tests {
             (|p| p.tail_fraction = 0.0, "tail_fraction"),
             (|p| p.seasonal_bins = 2000, "seasonal_bins"),
             (|p| p.seasonal_half_life = 0.0, "seasonal_half_life"),
+            (|p| p.weekly_bins = 20000, "weekly_bins"),
             (|p| p.lags = 0, "lags"),
             (|p| p.smoothing = 65, "smoothing"),
             (|p| p.level_weight = -0.1, "level_weight"),

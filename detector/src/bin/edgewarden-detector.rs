@@ -222,6 +222,8 @@ fn nab_file(base: &DetectorParams, input: &Path, target: &Path) -> Result<usize,
 struct Series {
     names: Vec<String>,
     stamps: Vec<String>,
+    /// The feature cells of each row, as written in the input.
+    cells: Vec<String>,
     ts_ms: Vec<u64>,
     /// Row-major values, NaN where a cell did not parse.
     values: Vec<Vec<f64>>,
@@ -244,6 +246,7 @@ fn read_series(input: &Path) -> Result<Series, String> {
     let mut series = Series {
         names,
         stamps: Vec::new(),
+        cells: Vec::new(),
         ts_ms: Vec::new(),
         values: Vec::new(),
     };
@@ -269,6 +272,7 @@ fn read_series(input: &Path) -> Result<Series, String> {
             )
         })?;
         series.stamps.push(cells[0].to_owned());
+        series.cells.push(cells[1..].join(","));
         series.ts_ms.push(ts);
         series.values.push(
             cells[1..]
@@ -302,7 +306,6 @@ fn run_score(input: &Path, plot: Option<&Path>, params: Option<&Path>) -> Result
             .first()
             .map(|c| det.feature_names()[c.feature].as_str())
             .unwrap_or("");
-        let cells: Vec<String> = values.iter().map(|x| x.to_string()).collect();
         let status = match v.status {
             edgewarden_detector::Status::Learning => "learning".to_owned(),
             edgewarden_detector::Status::Armed => "armed".to_owned(),
@@ -311,10 +314,7 @@ fn run_score(input: &Path, plot: Option<&Path>, params: Option<&Path>) -> Result
         writeln!(
             w,
             "{},{},{:.6},{},{status},{top}",
-            series.stamps[row],
-            cells.join(","),
-            v.score,
-            v.anomalous
+            series.stamps[row], series.cells[row], v.score, v.anomalous
         )
         .map_err(io)?;
         verdicts.push(v);
