@@ -15,6 +15,14 @@ use crate::config::DetectConfig;
 use crate::metrics;
 use crate::snapshot::{MetricValue, Snapshot};
 
+// The pipeline moves the engine and its fits between threads.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Engine>();
+    send::<TrainingJob>();
+    send::<TrainedModel>();
+};
+
 /// An alarm whose metric produced no datapoint for this long is invalidated (Device Defender's
 /// rule for devices that stop reporting).
 pub const INVALIDATE_AFTER_MS: u64 = 2 * 86_400_000;

@@ -15,6 +15,13 @@
 //! (default 1 h) of observed time first and stay silent meanwhile. The learned state is saved by
 //! the caller ([`Engine::state`]) and restored at start, so a restart does not relearn.
 //!
+//! Per tick, the caller runs [`Engine::evaluate`] and forwards its events, then takes
+//! [`Engine::training_jobs`], runs them on a worker thread ([`TrainingJob::run`]) and hands the
+//! results back with [`Engine::install`]. To reload a profile, call [`load_profile`]. On error,
+//! keep the running engine. On success, build `Engine::new(new, cfg, thing, Some(old.state()))`:
+//! unchanged behaviours keep their baselines and alarms, and the next evaluation invalidates the
+//! alarms of removed or changed ones.
+//!
 //! The default profile and its documentation, the profile format and the cloud-side setup are
 //! described in `agent/src/detect/README.md`.
 
