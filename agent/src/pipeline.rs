@@ -259,7 +259,29 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         if let Some(engine) = engine.as_mut() {
             for v in engine.evaluate(&snap) {
                 log_violation(&v);
+                if v.alerts_suppressed() {
+                    // suppressAlerts: kept in the engine's status, never published.
+                    continue;
+                }
                 lines.push(serde_json::to_vec(&v).expect("a violation event always serializes"));
+            }
+            // Model (re)training runs on the blocking pool, off the async workers.
+            let jobs = engine.training_jobs();
+            if !jobs.is_empty() {
+                match tokio::task::spawn_blocking(move || {
+                    jobs.into_iter().map(|j| j.run()).collect::<Vec<_>>()
+                })
+                .await
+                {
+                    Ok(models) => {
+                        for m in models {
+                            engine.install(m);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Model training failed; the previous models stay in use.")
+                    }
+                }
             }
         }
         for a in &log_alerts {
