@@ -81,3 +81,10 @@ pub fn log_line(data: &[u8]) {
         let _ = a.line(&mut s, line, 1_800_000_000_000);
     }
 }
+
+/// Arbitrary bytes as a configuration file: parsed and validated, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::config::Config::from_toml(text);
+    }
+}
