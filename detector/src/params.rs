@@ -115,11 +115,11 @@ impl Default for DetectorParams {
     fn default() -> Self {
         Self {
             features: vec!["value".to_owned()],
-            threshold: 0.15,
+            threshold: 0.145,
             score_decades: 10.0,
             warmup_samples: 200,
             baseline_half_life: 2000.0,
-            calibration_half_life: 1000.0,
+            calibration_half_life: 2000.0,
             calibration_min_samples: 50,
             score_averaging: 1,
             tail_fraction: 0.05,
