@@ -26,7 +26,7 @@ const BINS: usize = 277;
 const MIN_TAIL_SCALE: f64 = 0.1;
 /// Values between two refits of the tail (the fit moves slowly; refitting on every
 /// value would dominate the scoring cost).
-const REFIT_EVERY: u32 = 8;
+const REFIT_EVERY: u32 = 16;
 /// Renormalize the lazily decayed histogram when the increment exceeds this.
 const RESCALE_AT: f64 = 1e100;
 
