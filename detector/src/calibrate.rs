@@ -5,7 +5,7 @@
 //! fits an exponential tail to its top (peaks over threshold). A new value is tested
 //! against the state *before* it is learned (no look-ahead).
 //!
-//! Cost: O(1) per value plus, every eighth value, a scan of the top of the histogram (a
+//! Cost: O(1) per value plus, every sixteenth value, a scan of the top of the histogram (a
 //! few dozen bins); about 2.3 KiB of state.
 
 use serde::{Deserialize, Serialize};

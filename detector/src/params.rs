@@ -144,7 +144,7 @@ impl Default for DetectorParams {
             peak_discount: 1.0,
             refractory_samples: 100,
             refractory_damping: 0.0,
-            gap_factor: 0.0,
+            gap_factor: 4.0,
             top_features: MAX_TOP,
         }
     }
