@@ -137,7 +137,13 @@ impl Seasonal {
             return 0.0;
         }
         let period = self.period_ms;
-        let bin = ((timestamp_ms % period) as u128 * bins as u128 / period as u128) as usize;
+        // Periods and bin counts are small enough (a week in ms times 10080 bins is
+        // below 2^43) for the product to fit in u64.
+        let phase = timestamp_ms % period;
+        let bin = match phase.checked_mul(bins as u64) {
+            Some(scaled) => (scaled / period) as usize,
+            None => ((phase as f64 / period as f64) * bins as f64) as usize,
+        };
         let bin = bin.min(bins - 1);
         if self.visits[bin] == 0 {
             self.centres[bin] = x;

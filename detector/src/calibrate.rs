@@ -5,7 +5,7 @@
 //! fits an exponential tail to its top (peaks over threshold). A new value is tested
 //! against the state *before* it is learned (no look-ahead).
 //!
-//! Cost: O(1) per value plus, every eighth value, a scan of the top of the histogram (a
+//! Cost: O(1) per value plus, every sixteenth value, a scan of the top of the histogram (a
 //! few dozen bins); about 2.3 KiB of state.
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ const BINS: usize = 277;
 const MIN_TAIL_SCALE: f64 = 0.1;
 /// Values between two refits of the tail (the fit moves slowly; refitting on every
 /// value would dominate the scoring cost).
-const REFIT_EVERY: u32 = 8;
+const REFIT_EVERY: u32 = 16;
 /// Renormalize the lazily decayed histogram when the increment exceeds this.
 const RESCALE_AT: f64 = 1e100;
 

@@ -4,7 +4,9 @@
 //!
 //! # Combination
 //! Each component yields a tail probability `p` (see [`crate::calibrate`]): every
-//! feature's baseline, and the k-means models as a whole. The combined probability is
+//! feature's baselines (overall, time of day, and its short-term mean judged against its
+//! long-term distribution, which reveals level shifts and drifts smaller than the
+//! sample noise), and the k-means models as a whole. The combined probability is
 //! the smallest of them, Bonferroni-corrected for the number of tests (`n_features` for
 //! the baselines, 2 across components), and the score is
 //! `min(1, -log10(p) / score_decades)`. A score therefore means the same thing for any
@@ -190,6 +192,13 @@ struct DetectorState {
     weekly: Vec<Seasonal>,
     weekly_calibrators: Vec<Calibrator>,
     model_calibrator: Calibrator,
+    /// Short-term mean of each feature (empty when `level_half_life` is 0).
+    #[serde(default)]
+    level_means: Vec<f64>,
+    #[serde(default)]
+    level_baselines: Vec<Baseline>,
+    #[serde(default)]
+    level_calibrators: Vec<Calibrator>,
     history: History,
     models: Vec<LagModel>,
     skipped: SkipCounts,
@@ -221,6 +230,19 @@ impl TryFrom<DetectorState> for Detector {
                 "state holds baselines for another number of features than {n}"
             ));
         }
+        let n_level = if state.params.get().level_half_life > 0.0 {
+            n
+        } else {
+            0
+        };
+        if state.level_means.len() != n_level
+            || state.level_baselines.len() != n_level
+            || state.level_calibrators.len() != n_level
+        {
+            return Err(format!(
+                "state holds short-term levels for another number of features than {n}"
+            ));
+        }
         let weekly_bins = state.params.get().weekly_bins;
         if state.seasonal.iter().any(|s| !s.is_consistent(bins))
             || state.weekly.iter().any(|s| !s.is_consistent(weekly_bins))
@@ -229,6 +251,7 @@ impl TryFrom<DetectorState> for Detector {
                 .iter()
                 .chain(&state.seasonal_calibrators)
                 .chain(&state.weekly_calibrators)
+                .chain(&state.level_calibrators)
                 .chain(std::iter::once(&state.model_calibrator))
                 .all(Calibrator::is_consistent)
         {
@@ -294,6 +317,7 @@ impl Detector {
             p.seasonal_half_life,
             p.baseline_half_life,
         );
+        let n_level = if p.level_half_life > 0.0 { n } else { 0 };
         let mut scratch = Scratch::default();
         scratch.ensure(params.window_dim(), n);
         Self {
@@ -304,6 +328,9 @@ impl Detector {
                 seasonal_calibrators: vec![calibrator.clone(); n_if(p.seasonal_bins)],
                 weekly: vec![weekly; n_if(p.weekly_bins)],
                 weekly_calibrators: vec![calibrator.clone(); n_if(p.weekly_bins)],
+                level_means: vec![0.0; n_level],
+                level_baselines: vec![Baseline::new(p.baseline_half_life); n_level],
+                level_calibrators: vec![calibrator.clone(); n_level],
                 model_calibrator: calibrator,
                 history,
                 models: Vec::new(),
@@ -365,9 +392,11 @@ impl Detector {
             .sum();
         let seasonal_parts =
             usize::from(p.get().seasonal_bins > 0) + usize::from(p.get().weekly_bins > 0);
+        let level = usize::from(p.get().level_half_life > 0.0);
         let per_feature = n
-            * ((2 + seasonal_parts) * CALIBRATOR_BYTES
+            * ((2 + seasonal_parts + level) * CALIBRATOR_BYTES
                 + 32
+                + 40 * level
                 + 12 * (p.get().seasonal_bins + p.get().weekly_bins));
         let names: usize = p.get().features.iter().map(|f| f.len() + 24).sum();
         std::mem::size_of::<Self>() + history + models + per_feature + names
@@ -441,6 +470,7 @@ impl Detector {
         let mut ln_p_base = 0.0f64;
         let seasonal = p.seasonal_bins > 0;
         let weekly = p.weekly_bins > 0;
+        let level = p.level_alpha > 0.0;
         for (j, &x) in values.iter().enumerate() {
             let z = s.baselines[j].test_and_learn(x);
             let mut ln_p = s.baseline_calibrators[j].test_and_learn(z);
@@ -452,10 +482,20 @@ impl Detector {
                 let z = s.weekly[j].test_and_learn(timestamp_ms, x);
                 ln_p = ln_p.min(s.weekly_calibrators[j].test_and_learn(z));
             }
+            if level {
+                let m = &mut s.level_means[j];
+                *m = if s.samples <= 1 {
+                    x
+                } else {
+                    *m + p.level_alpha * (x - *m)
+                };
+                let z = s.level_baselines[j].test_and_learn(*m);
+                ln_p = ln_p.min(s.level_calibrators[j].test_and_learn(z));
+            }
             self.scratch.per_feature[j] = -ln_p;
             ln_p_base = ln_p_base.min(ln_p);
         }
-        let tests = n * (1 + usize::from(seasonal) + usize::from(weekly));
+        let tests = n * (1 + usize::from(seasonal) + usize::from(weekly) + usize::from(level));
         ln_p_base = (ln_p_base + (tests as f64).ln()).min(0.0);
 
         // k-means models.
@@ -624,6 +664,8 @@ struct Knobs {
     model_weight: f64,
     peak_memory: u64,
     peak_discount: f64,
+    /// Smoothing factor of the short-term level (0 when disabled).
+    level_alpha: f64,
 }
 
 impl Knobs {
@@ -643,6 +685,11 @@ impl Knobs {
             model_weight: p.model_weight,
             peak_memory: p.peak_memory,
             peak_discount: p.peak_discount,
+            level_alpha: if p.level_half_life > 0.0 {
+                crate::calibrate::alpha_of(p.level_half_life)
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -675,4 +722,67 @@ fn fill_top(weights: &[f64], k: usize, verdict: &mut Verdict) {
         len = (len + 1).min(k);
     }
     verdict.top_len = u8::try_from(len).expect("at most MAX_TOP contributions");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic noise in [-1, 1).
+    fn noise(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    /// Mean baseline score over the 300 samples before and the 300 samples after a
+    /// small lasting level shift (0.6 standard deviations).
+    fn means_around_shift(level_half_life: f64) -> (f64, f64) {
+        let params = DetectorParams {
+            level_half_life,
+            seasonal_bins: 0,
+            ..DetectorParams::default()
+        };
+        let mut d = Detector::new(params).expect("valid parameters");
+        let mut rng = 7u64;
+        let (mut before, mut after) = (0.0, 0.0);
+        for i in 0..2300u64 {
+            let shift = if i >= 2000 { 0.6 } else { 0.0 };
+            let bell = noise(&mut rng) + noise(&mut rng) + noise(&mut rng);
+            let v = d.observe(i * 300_000, &[10.0 + shift + bell]);
+            if (1700..2000).contains(&i) {
+                before += v.baseline_score / 300.0;
+            } else if i >= 2000 {
+                after += v.baseline_score / 300.0;
+            }
+        }
+        (before, after)
+    }
+
+    #[test]
+    fn short_term_level_reveals_a_shift_hidden_in_the_noise() {
+        let (before, after) = means_around_shift(0.0);
+        let (level_before, level_after) = means_around_shift(64.0);
+        assert!(
+            level_after - level_before > 3.0 * (after - before).max(0.01),
+            "with the short-term level {level_before} -> {level_after}, \
+             without {before} -> {after}"
+        );
+    }
+
+    #[test]
+    fn zero_level_half_life_keeps_no_level_state() {
+        let d = Detector::new(DetectorParams {
+            level_half_life: 0.0,
+            ..DetectorParams::default()
+        })
+        .expect("valid parameters");
+        assert!(d.state.level_means.is_empty() && d.state.level_calibrators.is_empty());
+        let bad = DetectorParams {
+            level_half_life: 0.5,
+            ..DetectorParams::default()
+        };
+        assert!(bad.validate().is_err());
+    }
 }

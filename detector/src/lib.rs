@@ -8,8 +8,10 @@
 //! * [`Detector`] — the multivariate streaming detector. `observe(timestamp_ms, &values)`
 //!   returns a [`Verdict`]: a calibrated score in [0, 1], an alarm flag and the top
 //!   contributing features. Internally:
-//!   * a robust per-feature baseline (exponentially weighted centre and deviation,
-//!     [`baseline`]), cheap enough for every sample;
+//!   * robust per-feature baselines ([`baseline`]), cheap enough for every sample: an
+//!     exponentially weighted centre and deviation, the same by time of day, and a
+//!     short-term mean judged against its own long-term distribution (level shifts and
+//!     drifts smaller than the sample noise);
 //!   * several k-means models (linfa) over windows of differenced, lagged, standardized
 //!     features ([`kmeans`]), trained on a rolling history and retrained off the scoring
 //!     path ([`Detector::train_snapshot`] → [`TrainingSet::fit`] → [`Detector::install`]);
@@ -46,9 +48,11 @@
 //! bit; CBOR is exact and about half the size.)
 //!
 //! Memory is allocated at construction and stays fixed. With the default parameters and
-//! 30 features the learned state is about 800 KiB ([`Detector::state_bytes`]; a CBOR
-//! snapshot is about 730 KiB): the rolling history of 2160 samples is 525 KiB, the
-//! per-feature calibrators about 140 KiB, three k-means models about 45 KiB. It grows
+//! 30 features the learned state is about 870 KiB ([`Detector::state_bytes`]; a CBOR
+//! snapshot is at most about that size, smaller for compressible data): the rolling
+//! history of 2160 samples is 525 KiB, the per-feature baselines and their calibrators
+//! (overall, time of day, short-term level) about 290 KiB, three k-means models about
+//! 45 KiB. It grows
 //! linearly with the number of features and with `train_window`.
 //!
 //! # Cost

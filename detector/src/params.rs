@@ -51,6 +51,11 @@ pub struct DetectorParams {
     pub weekly_bins: usize,
     /// Half-life of a seasonal bin's centre, in visits of that bin. >= 1.
     pub seasonal_half_life: f64,
+    /// Half-life, in samples, of the short-term mean of each feature that is judged
+    /// against its own long-term baseline (0 disables it). The short mean averages out
+    /// sample noise, so a level shift or slow drift too small to stand out in single
+    /// samples stands out in it. 0 or finite and >= 1.
+    pub level_half_life: f64,
     /// Number of recent raw scores averaged before calibration (1 = no averaging),
     /// in 1..=64.
     pub score_averaging: usize,
@@ -110,17 +115,18 @@ impl Default for DetectorParams {
     fn default() -> Self {
         Self {
             features: vec!["value".to_owned()],
-            threshold: 0.16,
+            threshold: 0.145,
             score_decades: 10.0,
             warmup_samples: 200,
             baseline_half_life: 2000.0,
-            calibration_half_life: 1000.0,
+            calibration_half_life: 2000.0,
             calibration_min_samples: 50,
             score_averaging: 1,
             tail_fraction: 0.05,
             seasonal_bins: 48,
             weekly_bins: 0,
             seasonal_half_life: 4.0,
+            level_half_life: 64.0,
             lags: 5,
             smoothing: 3,
             level_weight: 2.0,
@@ -138,7 +144,7 @@ impl Default for DetectorParams {
             peak_discount: 1.0,
             refractory_samples: 100,
             refractory_damping: 0.0,
-            gap_factor: 0.0,
+            gap_factor: 4.0,
             top_features: MAX_TOP,
         }
     }
@@ -227,6 +233,12 @@ impl DetectorParams {
             "seasonal_half_life",
             "finite and >= 1",
             p.seasonal_half_life,
+        )?;
+        check(
+            p.level_half_life == 0.0 || (p.level_half_life.is_finite() && p.level_half_life >= 1.0),
+            "level_half_life",
+            "0 or finite and >= 1",
+            p.level_half_life,
         )?;
         check(
             (1..=64).contains(&p.score_averaging),
