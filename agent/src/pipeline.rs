@@ -476,13 +476,14 @@ fn load_engine_state(dir: &Path) -> Option<EngineState> {
 fn save_engine_state(dir: &Path, state: &EngineState) {
     let path = dir.join(DETECT_STATE_FILE);
     let tmp = dir.join(format!("{DETECT_STATE_FILE}.tmp"));
-    let res = serde_json::to_vec(state)
-        .map_err(std::io::Error::other)
-        .and_then(|b| {
+    // Streamed to the file: the state can be hundreds of KiB and is never held twice.
+    let res = std::fs::File::create(&tmp)
+        .and_then(|f| {
             use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&b)?;
-            f.sync_all()
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, state).map_err(std::io::Error::other)?;
+            w.flush()?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = res {
