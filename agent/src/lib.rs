@@ -17,6 +17,7 @@ pub mod config;
 pub mod detect;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hash;
 pub mod logs;
 pub mod metrics;
 pub mod outbox;

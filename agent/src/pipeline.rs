@@ -438,7 +438,9 @@ fn log_alert_violation(thing: &str, a: &LogAlert) -> Vec<u8> {
     };
     let id = format!(
         "{:016x}",
-        fnv1a(format!("{thing}/{}/{}/{}", a.kind.as_str(), a.host, a.at_ms).as_bytes())
+        crate::hash::fnv1a(
+            format!("{thing}/{}/{}/{}", a.kind.as_str(), a.host, a.at_ms).as_bytes()
+        )
     );
     let v = serde_json::json!({
         "violationId": id,
@@ -453,12 +455,6 @@ fn log_alert_violation(thing: &str, a: &LogAlert) -> Vec<u8> {
         "source": a.host,
     });
     serde_json::to_vec(&v).expect("a JSON value always serializes")
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn load_engine_state(dir: &Path) -> Option<EngineState> {

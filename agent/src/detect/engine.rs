@@ -328,12 +328,8 @@ pub fn default_scorers() -> Box<dyn ScorerFactory> {
 fn fingerprint(b: &Behavior) -> String {
     let text = serde_json::to_string(&(&b.metric, &b.criteria))
         .expect("metric and criteria always serialize");
-    // FNV-1a, 64 bit: stable across builds and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // Stable across builds and platforms: it is persisted in the learned state.
+    let h = crate::hash::fnv1a(text.as_bytes());
     format!("{h:016x}")
 }
 

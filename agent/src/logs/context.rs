@@ -18,6 +18,7 @@
 //!
 //! The table is bounded; when full, the least recently used half is dropped.
 
+use crate::hash::fnv1a;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -69,16 +70,6 @@ pub struct Context {
     evicted: u64,
 }
 
-/// FNV-1a: keys are short (host names, program names) and the table is bounded anyway.
-fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= u64::from(x);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 fn to_shared(b: &[u8]) -> Arc<str> {
     Arc::from(String::from_utf8_lossy(b))
 }
@@ -105,8 +96,8 @@ impl Context {
         self.clock += 1;
         let own: Option<Arc<str>> = c.addr.map(to_shared);
         let key = ConnKey {
-            host: hash_bytes(host),
-            program: hash_bytes(program),
+            host: fnv1a(host),
+            program: fnv1a(program),
             pid: pid.unwrap_or(0),
         };
         if self.conns.len() >= MAX_CONNECTIONS && !self.conns.contains_key(&key) {
@@ -155,7 +146,7 @@ impl Context {
 }
 
 fn count_attempt(st: &mut ConnState, per_process: bool, c: &Classified<'_>) -> u8 {
-    let user = c.invalid_user.map(hash_bytes).unwrap_or(0);
+    let user = c.invalid_user.map(fnv1a).unwrap_or(0);
     match c.class {
         // A key offered and refused for an existing user is not a guess; the connection's
         // outcome (accepted, or a pre-auth disconnect / auth limit) is what counts.
