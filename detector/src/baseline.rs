@@ -129,22 +129,36 @@ impl Seasonal {
         self.centres.len() == bins && self.visits.len() == bins && self.period_ms > 0
     }
 
-    /// Robust z-score of `x` at `timestamp_ms` against the same phase of the period, then learns
-    /// it. Returns 0 until the bin has been visited on an earlier sample.
-    pub fn test_and_learn(&mut self, timestamp_ms: u64, x: f64) -> f64 {
+    /// Centre of the bin of `timestamp_ms` (0 when disabled or never visited).
+    pub fn centre_at(&self, timestamp_ms: u64) -> f64 {
+        match self.bin_of(timestamp_ms) {
+            Some(bin) => self.centres[bin],
+            None => 0.0,
+        }
+    }
+
+    fn bin_of(&self, timestamp_ms: u64) -> Option<usize> {
         let bins = self.centres.len();
         if bins == 0 {
-            return 0.0;
+            return None;
         }
         let period = self.period_ms;
-        // Periods and bin counts are small enough (a week in ms times 10080 bins is
-        // below 2^43) for the product to fit in u64.
         let phase = timestamp_ms % period;
         let bin = match phase.checked_mul(bins as u64) {
             Some(scaled) => (scaled / period) as usize,
             None => ((phase as f64 / period as f64) * bins as f64) as usize,
         };
-        let bin = bin.min(bins - 1);
+        Some(bin.min(bins - 1))
+    }
+
+    /// Robust z-score of `x` at `timestamp_ms` against the same phase of the period, then learns
+    /// it. Returns 0 until the bin has been visited on an earlier sample.
+    pub fn test_and_learn(&mut self, timestamp_ms: u64, x: f64) -> f64 {
+        // Periods and bin counts are small enough (a week in ms times 10080 bins is
+        // below 2^43) for the product to fit in u64.
+        let Some(bin) = self.bin_of(timestamp_ms) else {
+            return 0.0;
+        };
         if self.visits[bin] == 0 {
             self.centres[bin] = x;
             self.visits[bin] = 1;
@@ -173,6 +187,55 @@ impl Seasonal {
         self.mad += a * (d.abs() - self.mad);
         self.seen += 1;
         z
+    }
+}
+
+/// Range of the values a feature has taken: the un-averaged path for first-time extremes.
+///
+/// A value beyond everything the feature has taken so far, by a margin of the range seen,
+/// is a level break or a record spike. It is reported at once, however noisy the series
+/// is and whatever the calibrators have learned. Cost: 24 bytes per feature.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    lo: f64,
+    hi: f64,
+    seen: u64,
+}
+
+impl Default for Range {
+    fn default() -> Self {
+        Self {
+            lo: 0.0,
+            hi: 0.0,
+            seen: 0,
+        }
+    }
+}
+
+impl Range {
+    /// How far `x` lies beyond the range seen so far, in units of that range (0 inside it,
+    /// or while the range is empty), then widens the range to include `x`.
+    pub fn test_and_learn(&mut self, x: f64) -> f64 {
+        if self.seen == 0 {
+            self.lo = x;
+            self.hi = x;
+            self.seen = 1;
+            return 0.0;
+        }
+        let width = self.hi - self.lo;
+        let beyond = if width > 0.0 {
+            ((x - self.hi).max(self.lo - x) / width).max(0.0)
+        } else {
+            0.0
+        };
+        self.lo = self.lo.min(x);
+        self.hi = self.hi.max(x);
+        self.seen += 1;
+        if beyond.is_finite() {
+            beyond
+        } else {
+            0.0
+        }
     }
 }
 
@@ -215,6 +278,25 @@ mod tests {
         assert!(last_noon < 5.0, "a regular peak is normal, z = {last_noon}");
         let z = s.test_and_learn(24 * 10 * hour + 12 * hour, 1.0);
         assert!(z > 50.0, "missing peak, z = {z}");
+    }
+
+    #[test]
+    fn range_reports_first_time_extremes_in_units_of_the_range() {
+        let mut r = Range::default();
+        for x in [10.0, 19.0] {
+            r.test_and_learn(x);
+        }
+        for i in 0..100 {
+            assert_eq!(r.test_and_learn(10.0 + (i % 10) as f64), 0.0);
+        }
+        assert!((r.test_and_learn(28.0) - 1.0).abs() < 1e-12);
+        assert_eq!(
+            r.test_and_learn(28.0),
+            0.0,
+            "a repeat of the extreme is inside the range"
+        );
+        assert!((r.test_and_learn(1.0) - 0.5).abs() < 1e-12);
+        assert!(r.test_and_learn(f64::MAX).is_finite());
     }
 
     #[test]

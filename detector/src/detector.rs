@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{Baseline, Seasonal, DAY_MS, WEEK_MS};
+use crate::baseline::{Baseline, Range, Seasonal, DAY_MS, WEEK_MS};
 use crate::calibrate::Calibrator;
 use crate::history::History;
 use crate::kmeans::{window_at, LagModel, TrainError, TrainingSet};
@@ -29,6 +29,18 @@ use crate::params::{DetectorParams, DetectorValidParams, ParamsError, MAX_TOP};
 fn alpha_decay(half_life: u64) -> f64 {
     0.5f64.powf(1.0 / half_life.max(1) as f64)
 }
+
+/// An earlier day repeats a candidate alarm when its evidence (log p) near the same time
+/// of day was alarm-level and at least this share of the candidate's.
+const REPEAT_SLACK: f64 = 0.5;
+/// Days looked back by the daily repeat check.
+const REPEAT_LOOKBACK_DAYS: u64 = 7;
+/// Floor of the volatility, relative to the feature's spread, before its logarithm.
+const VOL_FLOOR: f64 = 1e-3;
+/// Factor applied to the evidence (log p-value) of a repeat.
+const REPEAT_DISCOUNT: f64 = 0.1;
+/// How far from the same time of day an earlier value may lie to repeat a daily pattern.
+const REPEAT_TOLERANCE_MS: u64 = 20 * 60 * 1000;
 
 /// Approximate size of one calibrator.
 const CALIBRATOR_BYTES: usize = 2400;
@@ -192,13 +204,13 @@ struct DetectorState {
     weekly: Vec<Seasonal>,
     weekly_calibrators: Vec<Calibrator>,
     model_calibrator: Calibrator,
-    /// Short-term mean of each feature (empty when `level_half_life` is 0).
-    #[serde(default)]
-    level_means: Vec<f64>,
-    #[serde(default)]
-    level_baselines: Vec<Baseline>,
-    #[serde(default)]
-    level_calibrators: Vec<Calibrator>,
+    /// Range of each feature (empty when `range_margin` is 0).
+    ranges: Vec<Range>,
+    /// Short-term volatility of each feature and its previous value (empty when
+    /// `volatility_half_life` is 0), with its baseline and calibrator.
+    vol: Vec<(f64, f64)>,
+    vol_baselines: Vec<Baseline>,
+    vol_calibrators: Vec<Calibrator>,
     history: History,
     models: Vec<LagModel>,
     skipped: SkipCounts,
@@ -230,19 +242,6 @@ impl TryFrom<DetectorState> for Detector {
                 "state holds baselines for another number of features than {n}"
             ));
         }
-        let n_level = if state.params.get().level_half_life > 0.0 {
-            n
-        } else {
-            0
-        };
-        if state.level_means.len() != n_level
-            || state.level_baselines.len() != n_level
-            || state.level_calibrators.len() != n_level
-        {
-            return Err(format!(
-                "state holds short-term levels for another number of features than {n}"
-            ));
-        }
         let weekly_bins = state.params.get().weekly_bins;
         if state.seasonal.iter().any(|s| !s.is_consistent(bins))
             || state.weekly.iter().any(|s| !s.is_consistent(weekly_bins))
@@ -251,11 +250,30 @@ impl TryFrom<DetectorState> for Detector {
                 .iter()
                 .chain(&state.seasonal_calibrators)
                 .chain(&state.weekly_calibrators)
-                .chain(&state.level_calibrators)
+                .chain(&state.vol_calibrators)
                 .chain(std::iter::once(&state.model_calibrator))
                 .all(Calibrator::is_consistent)
         {
             return Err("baselines do not match the parameters".to_owned());
+        }
+        let n_vol = if state.params.get().volatility_half_life > 0.0 {
+            n
+        } else {
+            0
+        };
+        if state.ranges.len()
+            != if state.params.get().range_margin > 0.0 {
+                n
+            } else {
+                0
+            }
+            || state.vol.len() != n_vol
+            || state.vol_baselines.len() != n_vol
+            || state.vol_calibrators.len() != n_vol
+        {
+            return Err(
+                "state holds ranges or volatilities for another number of features".to_owned(),
+            );
         }
         if !state.history.is_consistent(n) {
             return Err("history does not match the parameters".to_owned());
@@ -317,7 +335,7 @@ impl Detector {
             p.seasonal_half_life,
             p.baseline_half_life,
         );
-        let n_level = if p.level_half_life > 0.0 { n } else { 0 };
+        let n_vol = if p.volatility_half_life > 0.0 { n } else { 0 };
         let mut scratch = Scratch::default();
         scratch.ensure(params.window_dim(), n);
         Self {
@@ -328,10 +346,11 @@ impl Detector {
                 seasonal_calibrators: vec![calibrator.clone(); n_if(p.seasonal_bins)],
                 weekly: vec![weekly; n_if(p.weekly_bins)],
                 weekly_calibrators: vec![calibrator.clone(); n_if(p.weekly_bins)],
-                level_means: vec![0.0; n_level],
-                level_baselines: vec![Baseline::new(p.baseline_half_life); n_level],
-                level_calibrators: vec![calibrator.clone(); n_level],
-                model_calibrator: calibrator,
+                model_calibrator: calibrator.clone(),
+                ranges: vec![Range::default(); if p.range_margin > 0.0 { n } else { 0 }],
+                vol: vec![(0.0, 0.0); n_vol],
+                vol_baselines: vec![Baseline::new(p.baseline_half_life); n_vol],
+                vol_calibrators: vec![calibrator; n_vol],
                 history,
                 models: Vec::new(),
                 skipped: SkipCounts::default(),
@@ -383,7 +402,8 @@ impl Detector {
     pub fn state_bytes(&self) -> usize {
         let p = &self.state.params;
         let n = p.n_features();
-        let history = (p.get().train_window + p.window_span()) * (8 * n + 8);
+        // Per row: the values, the run length, the timestamp and the evidence.
+        let history = (p.get().train_window + p.window_span()) * (8 * n + 24);
         let models: usize = self
             .state
             .models
@@ -392,11 +412,13 @@ impl Detector {
             .sum();
         let seasonal_parts =
             usize::from(p.get().seasonal_bins > 0) + usize::from(p.get().weekly_bins > 0);
-        let level = usize::from(p.get().level_half_life > 0.0);
+        let vol = usize::from(p.get().volatility_half_life > 0.0);
+        let range = usize::from(p.get().range_margin > 0.0);
         let per_feature = n
-            * ((2 + seasonal_parts + level) * CALIBRATOR_BYTES
+            * ((1 + seasonal_parts + vol) * CALIBRATOR_BYTES
                 + 32
-                + 40 * level
+                + 48 * vol
+                + 24 * range
                 + 12 * (p.get().seasonal_bins + p.get().weekly_bins));
         let names: usize = p.get().features.iter().map(|f| f.len() + 24).sum();
         std::mem::size_of::<Self>() + history + models + per_feature + names
@@ -414,7 +436,7 @@ impl Detector {
             return Verdict::quiet(threshold, Status::Skipped(reason));
         }
         let restart = self.track_time(timestamp_ms);
-        self.state.history.push(values, restart);
+        self.state.history.push(values, restart, timestamp_ms);
         self.state.samples += 1;
         self.state.since_snapshot += 1;
         self.score(timestamp_ms, values)
@@ -466,11 +488,11 @@ impl Detector {
         self.scratch.ensure(dim, n);
         let s = &mut self.state;
 
-        // Per-feature baselines.
+        // Per-feature tests: overall baseline, time of day, time of week, volatility.
         let mut ln_p_base = 0.0f64;
         let seasonal = p.seasonal_bins > 0;
         let weekly = p.weekly_bins > 0;
-        let level = p.level_alpha > 0.0;
+        let vol = p.vol_alpha > 0.0;
         for (j, &x) in values.iter().enumerate() {
             let z = s.baselines[j].test_and_learn(x);
             let mut ln_p = s.baseline_calibrators[j].test_and_learn(z);
@@ -482,20 +504,22 @@ impl Detector {
                 let z = s.weekly[j].test_and_learn(timestamp_ms, x);
                 ln_p = ln_p.min(s.weekly_calibrators[j].test_and_learn(z));
             }
-            if level {
-                let m = &mut s.level_means[j];
-                *m = if s.samples <= 1 {
-                    x
-                } else {
-                    *m + p.level_alpha * (x - *m)
-                };
-                let z = s.level_baselines[j].test_and_learn(*m);
-                ln_p = ln_p.min(s.level_calibrators[j].test_and_learn(z));
+            if vol {
+                let (v, prev) = &mut s.vol[j];
+                if s.samples > 1 {
+                    *v += p.vol_alpha * ((x - *prev).abs() - *v);
+                }
+                *prev = x;
+                // Judged in log scale: a frozen series (volatility falling towards 0) is as
+                // visible as a burst. The floor keeps a constant series at a constant value.
+                let floor = VOL_FLOOR * s.baselines[j].spread();
+                let z = s.vol_baselines[j].test_and_learn((*v + floor).ln());
+                ln_p = ln_p.min(s.vol_calibrators[j].test_and_learn(z));
             }
             self.scratch.per_feature[j] = -ln_p;
             ln_p_base = ln_p_base.min(ln_p);
         }
-        let tests = n * (1 + usize::from(seasonal) + usize::from(weekly) + usize::from(level));
+        let tests = n * (1 + usize::from(seasonal) + usize::from(weekly) + usize::from(vol));
         ln_p_base = (ln_p_base + (tests as f64).ln()).min(0.0);
 
         // k-means models.
@@ -516,9 +540,32 @@ impl Detector {
         }
 
         let components = if model_best.is_some() { 2.0f64 } else { 1.0 };
-        let ln_p = ((p.baseline_weight * ln_p_base).min(p.model_weight * ln_p_model)
+        let mut ln_p = ((p.baseline_weight * ln_p_base).min(p.model_weight * ln_p_model)
             + components.ln())
         .min(0.0);
+        // The alarm stage judges this evidence against the evidence of earlier samples,
+        // kept with the history: evidence that the series produced at this time of day on
+        // earlier days is a repeat and counts half.
+        s.history.set_newest_evidence(ln_p);
+        let alarm_ln_p = -p.threshold * std::f64::consts::LN_10 * p.score_decades;
+        if p.repeat_days > 0
+            && ln_p <= alarm_ln_p
+            && s.refractory_left == 0
+            && s.samples > p.warmup_samples
+        {
+            let tolerance = REPEAT_TOLERANCE_MS.max(2 * s.typical_dt_ms as u64);
+            // An earlier day matches when its evidence was alarm-level itself and at least
+            // a set share of today's (calibration sharpens as it matures, so a recurring
+            // pattern's evidence can grow from day to day).
+            let bar = (REPEAT_SLACK * ln_p).min(alarm_ln_p);
+            let days =
+                s.history
+                    .periods_with_evidence(bar, DAY_MS, REPEAT_LOOKBACK_DAYS, tolerance);
+            if days >= p.repeat_days {
+                ln_p *= REPEAT_DISCOUNT;
+            }
+        }
+
         let to_score = |ln_p: f64| -> f64 {
             let v = -ln_p / (std::f64::consts::LN_10 * p.score_decades);
             if v.is_finite() {
@@ -531,6 +578,17 @@ impl Detector {
         let baseline_score = to_score(ln_p_base);
         let model_score = to_score(ln_p_model);
 
+        // First-time extremes bypass calibration: a value beyond the whole range seen, by
+        // a margin, scores 1.
+        let mut extreme = false;
+        if p.range_margin > 0.0 {
+            let mut beyond = 0.0f64;
+            for (r, &x) in s.ranges.iter_mut().zip(values) {
+                beyond = beyond.max(r.test_and_learn(x));
+            }
+            extreme = beyond > p.range_margin;
+        }
+
         if p.peak_memory > 0 {
             // Only a new local maximum is reported in full: a lasting disturbance
             // is reported at its onset, and again only if it escalates.
@@ -539,6 +597,9 @@ impl Detector {
             if score < peak {
                 score *= 1.0 - p.peak_discount;
             }
+        }
+        if extreme {
+            score = 1.0;
         }
 
         if s.samples <= p.warmup_samples {
@@ -664,8 +725,10 @@ struct Knobs {
     model_weight: f64,
     peak_memory: u64,
     peak_discount: f64,
-    /// Smoothing factor of the short-term level (0 when disabled).
-    level_alpha: f64,
+    /// Smoothing factor of the short-term volatility (0 when disabled).
+    vol_alpha: f64,
+    range_margin: f64,
+    repeat_days: usize,
 }
 
 impl Knobs {
@@ -685,8 +748,10 @@ impl Knobs {
             model_weight: p.model_weight,
             peak_memory: p.peak_memory,
             peak_discount: p.peak_discount,
-            level_alpha: if p.level_half_life > 0.0 {
-                crate::calibrate::alpha_of(p.level_half_life)
+            range_margin: p.range_margin,
+            repeat_days: p.repeat_days,
+            vol_alpha: if p.volatility_half_life > 0.0 {
+                crate::calibrate::alpha_of(p.volatility_half_life)
             } else {
                 0.0
             },
@@ -736,53 +801,88 @@ mod tests {
         (*state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
 
-    /// Mean baseline score over the 300 samples before and the 300 samples after a
-    /// small lasting level shift (0.6 standard deviations).
-    fn means_around_shift(level_half_life: f64) -> (f64, f64) {
-        let params = DetectorParams {
-            level_half_life,
-            seasonal_bins: 0,
-            ..DetectorParams::default()
-        };
-        let mut d = Detector::new(params).expect("valid parameters");
-        let mut rng = 7u64;
-        let (mut before, mut after) = (0.0, 0.0);
-        for i in 0..2300u64 {
-            let shift = if i >= 2000 { 0.6 } else { 0.0 };
-            let bell = noise(&mut rng) + noise(&mut rng) + noise(&mut rng);
-            let v = d.observe(i * 300_000, &[10.0 + shift + bell]);
-            if (1700..2000).contains(&i) {
-                before += v.baseline_score / 300.0;
-            } else if i >= 2000 {
-                after += v.baseline_score / 300.0;
-            }
-        }
-        (before, after)
+    /// Gaussian-ish noise with unit scale.
+    fn bell(rng: &mut u64) -> f64 {
+        noise(rng) + noise(rng) + noise(rng)
     }
 
+    const FIVE_MIN: u64 = 300_000;
+
     #[test]
-    fn short_term_level_reveals_a_shift_hidden_in_the_noise() {
-        let (before, after) = means_around_shift(0.0);
-        let (level_before, level_after) = means_around_shift(64.0);
+    fn a_spike_repeated_daily_stops_alarming_after_a_few_days() {
+        let mut d = Detector::new(DetectorParams::default()).expect("valid parameters");
+        let mut rng = 11u64;
+        let per_day = DAY_MS / FIVE_MIN;
+        let mut alarm_days = Vec::new();
+        for i in 0..per_day * 14 {
+            // A backup job: one sample at 12:50 every day, far above the noise.
+            let spike = if i % per_day == 154 { 40.0 } else { 0.0 };
+            let v = d.observe(i * FIVE_MIN, &[50.0 + bell(&mut rng) + spike]);
+            if v.anomalous {
+                alarm_days.push(i / per_day);
+            }
+        }
         assert!(
-            level_after - level_before > 3.0 * (after - before).max(0.01),
-            "with the short-term level {level_before} -> {level_after}, \
-             without {before} -> {after}"
+            alarm_days.iter().all(|&day| day < 6),
+            "the daily spike still alarms on days {alarm_days:?}"
         );
     }
 
     #[test]
-    fn zero_level_half_life_keeps_no_level_state() {
+    fn a_first_time_level_break_alarms_within_two_samples() {
+        let mut d = Detector::new(DetectorParams::default()).expect("valid parameters");
+        let mut rng = 5u64;
+        for i in 0..3000u64 {
+            let v = d.observe(i * FIVE_MIN, &[20.0 + 3.0 * bell(&mut rng)]);
+            assert!(i < 2900 || !v.anomalous, "false alarm at {i}");
+        }
+        let first = (3000..3002u64)
+            .map(|i| d.observe(i * FIVE_MIN, &[80.0 + bell(&mut rng)]))
+            .position(|v| v.anomalous);
+        assert!(
+            first.is_some(),
+            "a break to three times the range went unflagged"
+        );
+    }
+
+    #[test]
+    fn volatility_reveals_a_frozen_series() {
+        let run = |volatility_half_life: f64| {
+            let mut d = Detector::new(DetectorParams {
+                volatility_half_life,
+                ..DetectorParams::default()
+            })
+            .expect("valid parameters");
+            let mut rng = 3u64;
+            for i in 0..3000u64 {
+                d.observe(i * FIVE_MIN, &[100.0 + 5.0 * bell(&mut rng)]);
+            }
+            // The sensor freezes at an ordinary value. (The evidence is compared with the
+            // threshold directly: an alarm the noise raised just before would hold the
+            // freeze inside its refractory period.)
+            (3000..3100u64)
+                .map(|i| d.observe(i * FIVE_MIN, &[101.0]).baseline_score)
+                .fold(0.0, f64::max)
+        };
+        let threshold = DetectorParams::default().threshold;
+        let with = run(8.0);
+        let without = run(0.0);
+        assert!(with > 2.0 * threshold, "a frozen sensor scores only {with}");
+        assert!(
+            without < threshold,
+            "without the volatility test it scores {without}"
+        );
+    }
+
+    #[test]
+    fn disabled_components_keep_no_state() {
         let d = Detector::new(DetectorParams {
-            level_half_life: 0.0,
+            volatility_half_life: 0.0,
+            range_margin: 0.0,
             ..DetectorParams::default()
         })
         .expect("valid parameters");
-        assert!(d.state.level_means.is_empty() && d.state.level_calibrators.is_empty());
-        let bad = DetectorParams {
-            level_half_life: 0.5,
-            ..DetectorParams::default()
-        };
-        assert!(bad.validate().is_err());
+        assert!(d.state.vol.is_empty() && d.state.vol_calibrators.is_empty());
+        assert!(d.state.ranges.is_empty());
     }
 }

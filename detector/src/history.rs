@@ -15,6 +15,12 @@ pub(crate) struct History {
     /// Row-major values; row `r` lives at `r * n_features`.
     values: Vec<f64>,
     runs: Vec<u64>,
+    /// Timestamp (ms) of each row.
+    #[serde(default)]
+    stamps: Vec<u64>,
+    /// Evidence (combined log p-value) the detector gave each row.
+    #[serde(default)]
+    evidence: Vec<f64>,
     /// Index of the slot the next row goes to.
     head: usize,
     len: usize,
@@ -27,6 +33,8 @@ impl History {
             capacity,
             values: vec![0.0; n_features * capacity],
             runs: vec![0; capacity],
+            stamps: vec![0; capacity],
+            evidence: vec![0.0; capacity],
             head: 0,
             len: 0,
         }
@@ -46,11 +54,13 @@ impl History {
     }
 
     /// Appends a row; `restart` begins a new contiguous run.
-    pub(crate) fn push(&mut self, row: &[f64], restart: bool) {
+    pub(crate) fn push(&mut self, row: &[f64], restart: bool, timestamp_ms: u64) {
         let run = if restart { 1 } else { self.run() + 1 };
         let at = self.head * self.n_features;
         self.values[at..at + self.n_features].copy_from_slice(row);
         self.runs[self.head] = run;
+        self.stamps[self.head] = timestamp_ms;
+        self.evidence[self.head] = 0.0;
         self.head = (self.head + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);
     }
@@ -76,6 +86,44 @@ impl History {
         self.values[self.slot(back) * self.n_features + j]
     }
 
+    /// Records the evidence (log p-value, <= 0) of the newest row.
+    pub(crate) fn set_newest_evidence(&mut self, ln_p: f64) {
+        if self.len > 0 {
+            let slot = self.slot(0);
+            self.evidence[slot] = ln_p;
+        }
+    }
+
+    /// Number of earlier periods (up to `periods`, at most 8, back) in which a row within
+    /// `tolerance_ms` of the same phase as the newest row had evidence at least as strong
+    /// as `bar`.
+    pub(crate) fn periods_with_evidence(
+        &self,
+        bar: f64,
+        period_ms: u64,
+        periods: u64,
+        tolerance_ms: u64,
+    ) -> usize {
+        if self.len == 0 || period_ms == 0 {
+            return 0;
+        }
+        let now = self.stamps[self.slot(0)];
+        let mut hit = [false; 8];
+        let periods = periods.min(hit.len() as u64);
+        for back in 1..self.len {
+            let slot = self.slot(back);
+            let age = now.saturating_sub(self.stamps[slot]);
+            let k = (age + period_ms / 2) / period_ms;
+            if k == 0 || k > periods || age.abs_diff(k * period_ms) > tolerance_ms {
+                continue;
+            }
+            if self.evidence[slot] <= bar {
+                hit[(k - 1) as usize] = true;
+            }
+        }
+        hit.iter().filter(|h| **h).count()
+    }
+
     /// Run length at the row `back` rows before the newest.
     pub(crate) fn run_at(&self, back: usize) -> u64 {
         self.runs[self.slot(back)]
@@ -87,6 +135,8 @@ impl History {
             && self.capacity > 0
             && self.values.len() == self.n_features * self.capacity
             && self.runs.len() == self.capacity
+            && self.stamps.len() == self.capacity
+            && self.evidence.len() == self.capacity
             && self.head < self.capacity
             && self.len <= self.capacity
     }
@@ -100,7 +150,7 @@ mod tests {
     fn ring_keeps_the_newest_rows_and_runs() {
         let mut h = History::new(2, 3);
         for i in 0..5 {
-            h.push(&[i as f64, -(i as f64)], i == 3);
+            h.push(&[i as f64, -(i as f64)], i == 3, i * 1000);
         }
         assert_eq!(h.len(), 3);
         assert_eq!(h.value(0, 0), 4.0);

@@ -51,11 +51,6 @@ pub struct DetectorParams {
     pub weekly_bins: usize,
     /// Half-life of a seasonal bin's centre, in visits of that bin. >= 1.
     pub seasonal_half_life: f64,
-    /// Half-life, in samples, of the short-term mean of each feature that is judged
-    /// against its own long-term baseline (0 disables it). The short mean averages out
-    /// sample noise, so a level shift or slow drift too small to stand out in single
-    /// samples stands out in it. 0 or finite and >= 1.
-    pub level_half_life: f64,
     /// Number of recent raw scores averaged before calibration (1 = no averaging),
     /// in 1..=64.
     pub score_averaging: usize,
@@ -109,6 +104,22 @@ pub struct DetectorParams {
     pub gap_factor: f64,
     /// Number of contributing features reported in a verdict, in 0..=[`MAX_TOP`].
     pub top_features: usize,
+    /// A value beyond every value its feature has taken, by more than this fraction of
+    /// the range seen, is a first-time extreme (a level break, a record spike) and scores
+    /// 1 however noisy the series is (0 disables the path). Finite and >= 0.
+    pub range_margin: f64,
+    /// A candidate alarm whose evidence was matched (alarm-level, and at least half as
+    /// strong in log p) within 20 minutes of the same time of day on at least this many
+    /// of the previous seven days is a daily repeat: its evidence is cut to a tenth, so a
+    /// pattern that recurs every day fades after a few days instead of alarming every day
+    /// (0 disables the check; at most 7).
+    pub repeat_days: usize,
+    /// Half-life, in samples, of each feature's short-term volatility (the mean absolute
+    /// change between consecutive samples), judged in log scale against its own long-term
+    /// baseline: reveals a frozen or stalled series, a change of variance and a burst of
+    /// moderate changes none of which is extreme alone (0 disables it). 0 or finite and
+    /// >= 1.
+    pub volatility_half_life: f64,
 }
 
 impl Default for DetectorParams {
@@ -119,14 +130,13 @@ impl Default for DetectorParams {
             score_decades: 10.0,
             warmup_samples: 200,
             baseline_half_life: 2000.0,
-            calibration_half_life: 2000.0,
+            calibration_half_life: 5000.0,
             calibration_min_samples: 50,
             score_averaging: 1,
             tail_fraction: 0.05,
             seasonal_bins: 48,
             weekly_bins: 0,
             seasonal_half_life: 4.0,
-            level_half_life: 64.0,
             lags: 5,
             smoothing: 3,
             level_weight: 2.0,
@@ -142,10 +152,13 @@ impl Default for DetectorParams {
             model_weight: 0.5,
             peak_memory: 0,
             peak_discount: 1.0,
-            refractory_samples: 100,
+            refractory_samples: 150,
             refractory_damping: 0.0,
             gap_factor: 4.0,
             top_features: MAX_TOP,
+            range_margin: 0.2,
+            repeat_days: 3,
+            volatility_half_life: 8.0,
         }
     }
 }
@@ -233,12 +246,6 @@ impl DetectorParams {
             "seasonal_half_life",
             "finite and >= 1",
             p.seasonal_half_life,
-        )?;
-        check(
-            p.level_half_life == 0.0 || (p.level_half_life.is_finite() && p.level_half_life >= 1.0),
-            "level_half_life",
-            "0 or finite and >= 1",
-            p.level_half_life,
         )?;
         check(
             (1..=64).contains(&p.score_averaging),
@@ -347,6 +354,25 @@ impl DetectorParams {
             "top_features",
             "<= 3",
             p.top_features as f64,
+        )?;
+        check(
+            p.range_margin.is_finite() && p.range_margin >= 0.0,
+            "range_margin",
+            "finite and >= 0",
+            p.range_margin,
+        )?;
+        check(
+            p.repeat_days <= 7,
+            "repeat_days",
+            "in 0..=7",
+            p.repeat_days as f64,
+        )?;
+        check(
+            p.volatility_half_life == 0.0
+                || (p.volatility_half_life.is_finite() && p.volatility_half_life >= 1.0),
+            "volatility_half_life",
+            "0 or finite and >= 1",
+            p.volatility_half_life,
         )?;
         Ok(DetectorValidParams(p))
     }
@@ -481,6 +507,9 @@ mod tests {
             (|p| p.peak_discount = f64::NAN, "peak_discount"),
             (|p| p.gap_factor = 0.5, "gap_factor"),
             (|p| p.top_features = 4, "top_features"),
+            (|p| p.range_margin = -0.1, "range_margin"),
+            (|p| p.repeat_days = 8, "repeat_days"),
+            (|p| p.volatility_half_life = 0.5, "volatility_half_life"),
         ];
         for (mutate, want) in cases {
             let mut p = DetectorParams::default();
