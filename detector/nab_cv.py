@@ -7,11 +7,17 @@ realTraffic), the threshold is chosen on the other two groups and the held-out g
 is scored at that threshold: the detector is judged on kinds of series its threshold
 was not fitted to. It prints, per held-out group and profile, the out-of-category
 score, their mean, the in-sample score (threshold optimised on all 25 files) and the
-standard score at 0.8x, 1.0x and 1.2x the in-sample threshold (flatness: a detector
-whose score collapses away from its best threshold will not hold on new data).
+standard score with the detector's own threshold set to 0.8x, 1.0x and 1.2x its value and
+the outputs read at that threshold (flatness: a detector whose score collapses away from
+its best threshold will not hold on new data).
 
 usage: nab_cv.py --bin BIN --data DIR --scorer nab_score.py [--params FILE]
-                 [--out DIR] [--floor-cv X] [--floor-flat X] [--floor-dev X]
+                 [--out DIR] [--lab DIR]... [--floor-cv X] [--floor-flat X] [--floor-dev X]
+                 [--floor-lab X]
+
+A --lab corpus (nab_lab.py: synthetic series of other kinds, with their own labels) is
+run with the same parameters and scored at the thresholds fixed on the 25 development
+files: the closest offline stand-in for series the detector has never seen.
 
 The last line is machine-readable:
   NABCV cv_standard=.. cv_low_fp=.. cv_low_fn=.. dev_standard=.. flat_min=.. flat_0.8=.. flat_1.2=..
@@ -38,14 +44,23 @@ LONG = {"standard": "standard", "low_fp": "reward_low_FP_rate",
         "low_fn": "reward_low_FN_rate"}
 
 
-def run_detector(args, data, out):
+def run_detector(args, data, out, params=None):
     cmd = [args.bin, "nab", "--data", data, "--out", out]
-    if args.params:
-        cmd += ["--params", args.params]
+    params = params or args.params
+    if params:
+        cmd += ["--params", params]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         sys.exit("detector failed: %s" % res.stderr.strip())
     return res.stderr.strip()
+
+
+def default_threshold(args):
+    """The detector's default threshold, from its parameter dump."""
+    res = subprocess.run([args.bin, "params"], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        sys.exit("detector failed: %s" % res.stderr.strip())
+    return json.loads(res.stdout)["threshold"]
 
 
 def scorer(args, out, *extra):
@@ -81,6 +96,8 @@ def main():
     p.add_argument("--floor-flat", type=float,
                    help="floor on the standard score at 0.8x and 1.2x the in-sample threshold")
     p.add_argument("--floor-dev", type=float, help="floor on the in-sample standard score")
+    p.add_argument("--floor-lab", type=float,
+                   help="floor on the mean standard score of the --lab corpora at the in-sample thresholds")
     p.add_argument("--lab", action="append", default=[],
                    help="a further corpus (DIR/data/<category>/<file>.csv and DIR/labels.json, "
                         "e.g. from nab_lab.py) scored at the in-sample thresholds; repeatable")
@@ -96,9 +113,22 @@ def main():
             dev = scorer(args, out, "--save-thresholds", dev_th)
             with open(dev_th) as fh:
                 t = json.load(fh)["standard"]["threshold"]
-            flat = dict(zip((0.8, 1.0, 1.2), pool.map(
-                lambda k: scorer(args, out, "--threshold", repr(k * t))["standard"],
-                (0.8, 1.0, 1.2))))
+            # Flatness: the detector's own threshold (which also starts its refractory
+            # period) moved by -20 % and +20 %, scored at that threshold.
+            base = {}
+            if args.params:
+                with open(args.params) as fh:
+                    base = json.load(fh)
+            own = base.get("threshold", default_threshold(args))
+
+            def moved(k):
+                pf = os.path.join(tmp, "params-%s.json" % k)
+                with open(pf, "w") as fh:
+                    json.dump(dict(base, threshold=k * own), fh)
+                o = os.path.join(tmp, "out-%s" % k)
+                run_detector(args, args.data, o, pf)
+                return scorer(args, o, "--threshold", repr(k * own))["standard"]
+            flat = dict(zip((0.8, 1.0, 1.2), pool.map(moved, (0.8, 1.0, 1.2))))
             labs = []
             for i, lab in enumerate(args.lab):
                 lab_out = os.path.join(tmp, "lab%d" % i)
@@ -119,7 +149,7 @@ def main():
     print("out-of-category mean: " + " ".join("%s=%.2f" % (k, cv[k]) for k in PROFILES))
     print("in-sample (25 files): " + " ".join("%s=%.2f" % (k, dev[k]) for k in PROFILES)
           + " (threshold %.6g)" % t)
-    print("standard at threshold x0.8 / x1.0 / x1.2: %.2f / %.2f / %.2f"
+    print("standard with the detector's threshold x0.8 / x1.0 / x1.2: %.2f / %.2f / %.2f"
           % (flat[0.8], flat[1.0], flat[1.2]))
     for lab, fixed, best in labs:
         print("lab %s at the in-sample thresholds: %s (at its own best threshold: %s)" % (
@@ -138,6 +168,8 @@ def main():
         bad.append("standard at 0.8x/1.2x threshold %.2f < %.2f" % (flat_min, args.floor_flat))
     if args.floor_dev is not None and dev["standard"] < args.floor_dev:
         bad.append("in-sample standard %.2f < %.2f" % (dev["standard"], args.floor_dev))
+    if args.floor_lab is not None and labs and lab_mean < args.floor_lab:
+        bad.append("lab standard %.2f < %.2f" % (lab_mean, args.floor_lab))
     if bad:
         sys.exit("NAB cross-category floors not reached: " + "; ".join(bad))
 

@@ -219,6 +219,7 @@ struct DetectorState {
     samples: u64,
     since_snapshot: u64,
     refractory_left: u64,
+
     recent_peak: f64,
     train_failures: u64,
 }
@@ -359,6 +360,7 @@ impl Detector {
                 samples: 0,
                 since_snapshot: 0,
                 refractory_left: 0,
+
                 recent_peak: 0.0,
                 train_failures: 0,
                 params,

@@ -3,6 +3,7 @@
 //! ```text
 //! edgewarden-detector nab   --data DIR --out DIR [--params FILE]
 //! edgewarden-detector score --input FILE.csv [--plot FILE.svg] [--params FILE]
+//! edgewarden-detector params [--params FILE]
 //! ```
 //!
 //! `nab` runs the detector as a stream over every `DIR/<category>/<name>.csv` (columns
@@ -10,6 +11,9 @@
 //! `timestamp,value,anomaly_score`, same rows, same order. `score` reads any CSV whose
 //! first column is a timestamp and whose other columns are numeric features, writes
 //! one verdict per row on standard output and optionally renders an SVG plot.
+//!
+//! `params` prints the effective parameters (the defaults, overridden by `--params`) as
+//! JSON.
 //!
 //! `--params` names a JSON file of `DetectorParams` fields (unknown keys are refused);
 //! the feature names always come from the data.
@@ -25,7 +29,8 @@ use edgewarden_detector::{Detector, DetectorParams, Verdict};
 
 const USAGE: &str = "usage:
   edgewarden-detector nab --data DIR --out DIR [--params FILE]
-  edgewarden-detector score --input FILE.csv [--plot FILE.svg] [--params FILE]";
+  edgewarden-detector score --input FILE.csv [--plot FILE.svg] [--params FILE]
+  edgewarden-detector params [--params FILE]";
 
 #[derive(Debug)]
 enum Command {
@@ -37,6 +42,9 @@ enum Command {
     Score {
         input: PathBuf,
         plot: Option<PathBuf>,
+        params: Option<PathBuf>,
+    },
+    Params {
         params: Option<PathBuf>,
     },
     Help,
@@ -55,6 +63,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         let allowed: &[&str] = match cmd.as_str() {
             "nab" => &["--data", "--out", "--params"],
             "score" => &["--input", "--plot", "--params"],
+            "params" => &["--params"],
             other => return Err(format!("unknown command {other:?}")),
         };
         if flag == "-h" || flag == "--help" {
@@ -88,6 +97,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             plot: take("--plot"),
             params: take("--params"),
         }),
+        "params" => Ok(Command::Params {
+            params: take("--params"),
+        }),
         other => Err(format!("unknown command {other:?}")),
     }
 }
@@ -105,6 +117,7 @@ fn main() -> ExitCode {
             plot,
             params,
         }) => run_score(&input, plot.as_deref(), params.as_deref()),
+        Ok(Command::Params { params }) => run_params(params.as_deref()),
         Err(e) => {
             eprintln!("error: {e}\n{USAGE}");
             return ExitCode::from(2);
@@ -125,6 +138,18 @@ fn load_params(path: Option<&Path>) -> Result<DetectorParams, String> {
     };
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[allow(clippy::print_stdout)]
+fn run_params(params: Option<&Path>) -> Result<(), String> {
+    let params = load_params(params)?;
+    params
+        .clone()
+        .validate()
+        .map_err(|e| format!("invalid parameters: {e}"))?;
+    let json = serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
 }
 
 fn new_detector(base: &DetectorParams, features: Vec<String>) -> Result<Detector, String> {
