@@ -119,7 +119,7 @@ def main():
             if args.params:
                 with open(args.params) as fh:
                     base = json.load(fh)
-            own = base.get("threshold", default_threshold(args))
+            own = base["threshold"] if "threshold" in base else default_threshold(args)
 
             def moved(k):
                 pf = os.path.join(tmp, "params-%s.json" % k)

@@ -4,18 +4,30 @@
 //!
 //! # Combination
 //! Each component yields a tail probability `p` (see [`crate::calibrate`]): every
-//! feature's baselines (overall, time of day, and its short-term mean judged against its
-//! long-term distribution, which reveals level shifts and drifts smaller than the
-//! sample noise), and the k-means models as a whole. The combined probability is
-//! the smallest of them, Bonferroni-corrected for the number of tests (`n_features` for
-//! the baselines, 2 across components), and the score is
+//! feature's tests (overall baseline, time of day, time of week when enabled, and the
+//! short-term volatility), and the k-means models as a whole. The combined probability is
+//! the smallest of them, Bonferroni-corrected for the number of tests, and the score is
 //! `min(1, -log10(p) / score_decades)`. A score therefore means the same thing for any
 //! metric and any number of features: with the defaults, 0.5 is `p <= 1e-5`.
 //!
 //! # Alarms
 //! A sample is anomalous when the detector is armed (past `warmup_samples`) and its
-//! score reaches `threshold`. For `refractory_samples` after an alarm, scores are
+//! score reaches `threshold`. Before that decision the evidence is judged against the
+//! evidence of earlier samples, which the history keeps: evidence that the series
+//! already produced at about this time of day on `repeat_days` of the previous seven
+//! days is a daily repeat and counts a tenth (a nightly backup raises an alarm on its
+//! first days, then fades). A value beyond the whole range its feature has taken, by
+//! more than `range_margin` of that range, scores 1 whatever the calibration says (a
+//! level break, a record spike). For `refractory_samples` after an alarm, scores are
 //! multiplied by `refractory_damping`, so one event raises one alarm.
+//!
+//! # Bad input
+//! A sample with the wrong number of values, a NaN or infinite value, a value beyond
+//! [`MAX_ABS_VALUE`] or a timestamp earlier than the previous accepted one is skipped:
+//! its verdict has status [`Status::Skipped`], score 0, no alarm, and it is counted by
+//! reason ([`Detector::skipped`]). A repeated timestamp is accepted. A gap longer than
+//! `gap_factor` typical intervals restarts the k-means input windows (no window spans
+//! it); the baselines simply continue.
 
 use serde::{Deserialize, Serialize};
 
