@@ -543,7 +543,11 @@ impl Detector {
             window_at(&s.history, 0, p.lags, p.smoothing, &mut self.scratch.window);
             let mut best = (f64::INFINITY, 0, 0);
             for (m, model) in s.models.iter().enumerate() {
-                let (d2, c) = model.nearest(&self.scratch.window, &mut self.scratch.standardized);
+                let (d2, c) = model.nearest_within(
+                    &self.scratch.window,
+                    &mut self.scratch.standardized,
+                    best.0,
+                );
                 if d2 < best.0 {
                     best = (d2, m, c);
                 }

@@ -64,23 +64,33 @@ pub(crate) fn window_at(
     }
 }
 
-/// Squared Euclidean distance, with four independent accumulators so the loop
-/// vectorizes (the summation order is fixed, so results are reproducible).
-fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+/// Squared Euclidean distance, with four independent accumulators so the loop vectorizes
+/// (the summation order is fixed, so results are reproducible), abandoned as soon as the
+/// partial sum exceeds `bound`: `None` then. The partial sums only grow, so the nearest
+/// centroid and its distance are exactly those of the full computation; a nearest-centroid
+/// search skips most of the work this way.
+fn squared_distance_within(a: &[f64], b: &[f64], bound: f64) -> Option<f64> {
+    /// Dimensions between two checks of the bound.
+    const BLOCK: usize = 32;
     let mut acc = [0.0f64; 4];
     let (a4, a_rest) = a.split_at(a.len() - a.len() % 4);
     let (b4, b_rest) = b.split_at(a4.len());
-    for (x, y) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
-        for k in 0..4 {
-            let d = x[k] - y[k];
-            acc[k] += d * d;
+    for (xb, yb) in a4.chunks(BLOCK).zip(b4.chunks(BLOCK)) {
+        for (x, y) in xb.chunks_exact(4).zip(yb.chunks_exact(4)) {
+            for k in 0..4 {
+                let d = x[k] - y[k];
+                acc[k] += d * d;
+            }
+        }
+        if (acc[0] + acc[1]) + (acc[2] + acc[3]) > bound {
+            return None;
         }
     }
     let mut tail = 0.0;
     for (x, y) in a_rest.iter().zip(b_rest) {
         tail += (x - y) * (x - y);
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    Some((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail)
 }
 
 /// A fitted k-means model over input windows.
@@ -137,6 +147,17 @@ impl LagModel {
     /// Standardizes `window` into `scratch` and returns the squared distance to the
     /// nearest centroid and that centroid's index.
     pub(crate) fn nearest(&self, window: &[f64], scratch: &mut [f64]) -> (f64, usize) {
+        self.nearest_within(window, scratch, f64::INFINITY)
+    }
+
+    /// [`LagModel::nearest`] among the centroids closer than `bound` (squared); returns
+    /// `(f64::INFINITY, 0)` when none is. `scratch` holds the standardized window after.
+    pub(crate) fn nearest_within(
+        &self,
+        window: &[f64],
+        scratch: &mut [f64],
+        bound: f64,
+    ) -> (f64, usize) {
         for (((u, &v), &m), &s) in scratch
             .iter_mut()
             .zip(window)
@@ -146,10 +167,13 @@ impl LagModel {
             *u = ((v - m) * s).clamp(-MAX_STD_VALUE, MAX_STD_VALUE);
         }
         let mut best = (f64::INFINITY, 0);
+        let mut limit = bound;
         for (c, centroid) in self.centroids.chunks_exact(self.dim).enumerate() {
-            let d2 = squared_distance(scratch, centroid);
-            if d2 < best.0 {
-                best = (d2, c);
+            if let Some(d2) = squared_distance_within(scratch, centroid, limit) {
+                if d2 < best.0 {
+                    best = (d2, c);
+                    limit = limit.min(d2);
+                }
             }
         }
         best
