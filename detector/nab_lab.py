@@ -308,6 +308,15 @@ def copy_duplicates(rng, clock, values):
 
 # ------------------------------------------------------------ labServer ---
 
+def raise_above_peak(rng, values, spans, lift, jitter, cast=float):
+    """Sets each span of `values` to a level `lift` times the series' peak, jittered by `jitter`."""
+    peak = max(values)
+    for s, e in spans:
+        top = peak * rng.uniform(*lift)
+        for i in range(s, e):
+            values[i] = cast(top * rng.uniform(*jitter))
+
+
 def gen_cpu(rng, clock, plan):
     n = clock.n
     base = rng.uniform(8.0, 35.0)
@@ -423,11 +432,7 @@ def gen_net(rng, clock, plan):
         if burst_left:
             m, burst_left = burst_mult * rng.uniform(0.7, 1.2), burst_left - 1
         values.append(math.exp(loglevel[i] + noise[i]) * m)
-    peak = max(values)
-    for s, e in extremes:
-        top = peak * rng.uniform(2.5, 5.0)
-        for i in range(s, e):
-            values[i] = top * rng.uniform(0.85, 1.1)
+    raise_above_peak(rng, values, extremes, (2.5, 5.0), (0.85, 1.1))
     return fmt_int(values)
 
 
@@ -480,11 +485,7 @@ def gen_disk(rng, clock, plan):
         if i in stuck:
             v += stuck[i] * rng.uniform(0.9, 1.1)
         values.append(v)
-    peak = max(values)
-    for s, e in extremes:
-        top = peak * rng.uniform(2.5, 5.0)
-        for i in range(s, e):
-            values[i] = top * rng.uniform(0.9, 1.1)
+    raise_above_peak(rng, values, extremes, (2.5, 5.0), (0.9, 1.1))
     return fmt_int(values)
 
 
@@ -511,11 +512,7 @@ def gen_req(rng, clock, plan):
         for i in range(s, plan.regime_end(rng, s, limit)):
             rate[i] *= f
     values = [negbin(rng, rate[i], shape) for i in range(n)]
-    peak = max(values)
-    for s, e in extremes:
-        top = peak * rng.uniform(3.0, 5.0)
-        for i in range(s, e):
-            values[i] = int(top * rng.uniform(0.85, 1.1))
+    raise_above_peak(rng, values, extremes, (3.0, 5.0), (0.85, 1.1), cast=int)
     return fmt_int(values)
 
 
@@ -554,11 +551,7 @@ def gen_price(rng, clock, plan, decimals):
         else:
             frozen.append((s, plan.short(s, limit, rng.randint(24, 72))))
     values = [math.exp(x) for x in logp]
-    peak = max(values)
-    for s, e in spikes:
-        top = peak * rng.uniform(1.8, 3.0)
-        for i in range(s, e):
-            values[i] = top * rng.uniform(0.93, 1.07)
+    raise_above_peak(rng, values, spikes, (1.8, 3.0), (0.93, 1.07))
     for s, e in frozen:
         for i in range(s, e):
             values[i] = values[s - 1]
