@@ -86,6 +86,12 @@ metric_names! {
     UDP_OUT_DATAGRAMS = "udp_out_datagrams", Number, Sum, "UDP datagrams sent (kernel OutDatagrams delta, IPv4 and IPv6).";
     UDP_NO_PORTS = "udp_no_ports", Number, Sum, "UDP datagrams to closed ports, typical of a UDP scan (kernel NoPorts delta).";
     UDP_IN_ERRORS = "udp_in_errors", Number, Sum, "UDP datagrams received in error (kernel InErrors delta).";
+    TCP_IN_SEGS = "tcp_in_segs", Number, Sum, "TCP segments received, resets to closed ports included (kernel InSegs delta).";
+    TCP_OUT_SEGS = "tcp_out_segs", Number, Sum, "TCP segments sent by the kernel's TCP (kernel OutSegs delta).";
+    RAW_PACKETS_OUT = "raw_packets_out", Number, Sum, "IP packets sent that TCP, UDP and ICMP do not account for: raw sockets, crafted packets (IP OutRequests minus TCP OutSegs, UDP OutDatagrams and ICMP OutMsgs, never negative).";
+    DESTINATION_ENDPOINTS = "destination_endpoints", StringList, Union, "Remote address:port of the gateway's outbound TCP connections in any connected state (TIME_WAIT included).";
+    RECURRING_DESTINATIONS = "recurring_destinations", StringList, Union, "Outbound destinations (address:port) that are long-lived (one connection held across two samples) or recur (two connections within 30 samples).";
+    PROCESS_CPU_LEVELS = "process_cpu_levels", StringList, Last, "Per process name, the CPU levels (name@5 to name@90, percent of one core over the last two intervals) its busiest process reached.";
     COLLECTOR_ERRORS = "collector_errors", Number, Sum, "Collector failures (unreadable or vanished /proc entries, netlink errors) in the interval.";
     MQTT_CONNECTS = "mqtt_connects", Number, Last, "MQTT sessions established since the agent started.";
     MQTT_CONNECT_FAILURES = "mqtt_connect_failures", Number, Last, "MQTT connection attempts that failed for network reasons since start.";

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod emulator;
+pub mod lab;
 pub mod plain_broker;
 pub mod validator;
 

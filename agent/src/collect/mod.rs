@@ -21,6 +21,7 @@
 //! The first sample is the warm-up: `interval_ms = 0`, all deltas zero, and interval-based
 //! gauges (`cpu_usage`, `top_cpu_processes`) absent.
 
+pub mod destinations;
 pub mod interfaces;
 pub mod netlink;
 pub mod network;
@@ -42,6 +43,7 @@ use crate::config::CollectConfig;
 use crate::metrics;
 use crate::snapshot::{MetricValue, Snapshot};
 
+use destinations::DestinationTracker;
 use interfaces::{AddrReader, AddrTable};
 use netlink::Proto;
 use network::{IfFilter, NetState};
@@ -129,6 +131,11 @@ impl Faults {
     }
 }
 
+/// CPU levels of `process_cpu_levels`, in percent of one core.
+pub const CPU_LEVELS: [u32; 7] = [5, 10, 20, 35, 50, 70, 90];
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every Linux ABI).
+const USER_HZ: u64 = 100;
+
 /// Fixed paths under the proc root, built once.
 #[derive(Debug)]
 struct Paths {
@@ -165,6 +172,9 @@ pub struct Collector {
     top_processes: usize,
     seq: u64,
     last: Option<Instant>,
+    /// The interval before the current one (ms), for two-interval CPU levels.
+    prev_interval_ms: u64,
+    destinations: DestinationTracker,
     faults: Faults,
     vanished: u64,
     buf: Vec<u8>,
@@ -209,6 +219,8 @@ impl Collector {
             top_processes: cfg.top_processes,
             seq: 0,
             last: None,
+            prev_interval_ms: 0,
+            destinations: DestinationTracker::default(),
             faults: Faults::default(),
             vanished: 0,
             buf: Vec::with_capacity(16 * 1024),
@@ -276,7 +288,8 @@ impl Collector {
         snap.net = self.sample_net();
         self.sample_snmp(&mut snap.custom);
         // Processes before sockets: the owner lookup reuses the names just read.
-        self.sample_processes(&mut snap.custom);
+        self.sample_processes(&mut snap.custom, interval_ms);
+        self.prev_interval_ms = interval_ms;
         self.sample_sockets(&mut snap);
         self.sample_system(&mut snap.custom, warm_up);
         let errors = self.faults.errors.saturating_sub(errors_before);
@@ -359,9 +372,15 @@ impl Collector {
                 custom.insert((*name).to_owned(), MetricValue::Number(d as f64));
             }
         }
+        if let Some(raw) = snmp::raw_packets_out(&deltas) {
+            custom.insert(
+                metrics::RAW_PACKETS_OUT.to_owned(),
+                MetricValue::Number(raw as f64),
+            );
+        }
     }
 
-    fn sample_processes(&mut self, custom: &mut BTreeMap<String, MetricValue>) {
+    fn sample_processes(&mut self, custom: &mut BTreeMap<String, MetricValue>, interval_ms: u64) {
         let sample = match self.procs.walk(&self.paths.root, self.top_processes) {
             Ok(s) => s,
             Err(e) => {
@@ -405,6 +424,13 @@ impl Collector {
             metrics::TOP_MEMORY_PROCESSES.to_owned(),
             MetricValue::StringList(sample.top_memory),
         );
+        let window_ms = interval_ms.saturating_add(self.prev_interval_ms);
+        if let (Some(by_name), true) = (sample.cpu_by_name, window_ms > 0) {
+            custom.insert(
+                metrics::PROCESS_CPU_LEVELS.to_owned(),
+                MetricValue::StringList(cpu_levels(&by_name, window_ms)),
+            );
+        }
     }
 
     fn sample_sockets(&mut self, snap: &mut Snapshot) {
@@ -416,6 +442,15 @@ impl Collector {
         self.refresh_addresses();
         self.refresh_owners(tcp_ok, udp_ok);
         if tcp_ok {
+            let d = self.destinations.update(&self.tcp);
+            snap.custom.insert(
+                metrics::DESTINATION_ENDPOINTS.to_owned(),
+                MetricValue::StringList(d.current),
+            );
+            snap.custom.insert(
+                metrics::RECURRING_DESTINATIONS.to_owned(),
+                MetricValue::StringList(d.recurring),
+            );
             snap.tcp_listen = Some(sockets::listen_ports(
                 &self.tcp,
                 false,
@@ -630,6 +665,22 @@ impl Collector {
             }
         }
     }
+}
+
+/// `process_cpu_levels` items: for each name, `name@L` for every level L of [`CPU_LEVELS`]
+/// its busiest process reached over `window_ms` (its CPU clock ticks over the window, in percent
+/// of one core).
+pub fn cpu_levels(by_name: &[(String, u64)], window_ms: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ticks) in by_name {
+        let pct = ticks.saturating_mul(1000 / USER_HZ * 100) / window_ms.max(1);
+        for l in CPU_LEVELS {
+            if pct >= u64::from(l) {
+                out.push(format!("{name}@{l}"));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

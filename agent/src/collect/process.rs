@@ -86,6 +86,8 @@ struct Proc {
     start: u64,
     cpu_ticks: u64,
     cpu_delta: u64,
+    /// `cpu_delta` of the walk before.
+    cpu_delta_prev: u64,
     rss_pages: u64,
     name: String,
 }
@@ -102,6 +104,10 @@ pub struct ProcessSample {
     pub top_cpu: Option<Vec<String>>,
     /// Names of the top resident-memory users.
     pub top_memory: Vec<String>,
+    /// Per process name, the largest CPU time (clock ticks) one process of that name used over
+    /// the last two intervals, sorted by name; names that used none are left out (`None` on the
+    /// first walk).
+    pub cpu_by_name: Option<Vec<(String, u64)>>,
     /// `/proc/<pid>/stat` files that did not parse.
     pub malformed: u64,
     /// Processes that exited between listing `/proc` and reading their `stat`.
@@ -166,6 +172,7 @@ impl ProcessTable {
             };
             let p = match self.prev.remove(&pid) {
                 Some(mut old) if old.start == st.start => {
+                    old.cpu_delta_prev = old.cpu_delta;
                     old.cpu_delta = st.cpu_ticks.saturating_sub(old.cpu_ticks);
                     old.cpu_ticks = st.cpu_ticks;
                     old.rss_pages = st.rss_pages;
@@ -184,6 +191,7 @@ impl ProcessTable {
                         cpu_ticks: st.cpu_ticks,
                         // A new process's CPU time was all spent within the interval.
                         cpu_delta: if self.walked { st.cpu_ticks } else { 0 },
+                        cpu_delta_prev: 0,
                         rss_pages: st.rss_pages,
                         name,
                     }
@@ -197,6 +205,16 @@ impl ProcessTable {
         out.new_names.dedup();
         if self.walked {
             out.top_cpu = Some(self.top_by(top, |p| p.cpu_delta));
+            let mut by_name: Vec<(String, u64)> = Vec::new();
+            for p in self.prev.values() {
+                let used = p.cpu_delta.saturating_add(p.cpu_delta_prev);
+                if used > 0 {
+                    by_name.push((p.name.clone(), used));
+                }
+            }
+            by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            by_name.dedup_by(|later, earlier| later.0 == earlier.0);
+            out.cpu_by_name = Some(by_name);
         }
         out.top_memory = self.top_by(top, |p| p.rss_pages);
         self.walked = true;

@@ -23,10 +23,24 @@ use super::text::{dec_u64, fields, hex_u32_exact, hex_u64, lines, trim};
 pub mod state {
     /// `TCP_ESTABLISHED`; also a connected UDP socket.
     pub const ESTABLISHED: u8 = 1;
+    /// `TCP_SYN_SENT`: an outbound connection being opened.
+    pub const SYN_SENT: u8 = 2;
+    /// `TCP_FIN_WAIT1`
+    pub const FIN_WAIT1: u8 = 4;
+    /// `TCP_FIN_WAIT2`
+    pub const FIN_WAIT2: u8 = 5;
+    /// `TCP_TIME_WAIT`: closed here first, kept for 60 s.
+    pub const TIME_WAIT: u8 = 6;
     /// `TCP_CLOSE`; an unconnected (bound) UDP socket.
     pub const CLOSE: u8 = 7;
+    /// `TCP_CLOSE_WAIT`
+    pub const CLOSE_WAIT: u8 = 8;
+    /// `TCP_LAST_ACK`
+    pub const LAST_ACK: u8 = 9;
     /// `TCP_LISTEN`
     pub const LISTEN: u8 = 10;
+    /// `TCP_CLOSING`
+    pub const CLOSING: u8 = 11;
 }
 
 /// Decodes `ADDR:PORT` as printed in `/proc/net/*` (8 hex digits for IPv4, 32 for IPv6).

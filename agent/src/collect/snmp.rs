@@ -17,10 +17,20 @@ use crate::metrics;
 use super::text::{dec_i64, fields, lines};
 
 /// The counters reported, in [`COUNTER_METRICS`] order.
-pub const COUNTERS: usize = 10;
+pub const COUNTERS: usize = 14;
+/// Counters reported as metrics (the first ones); the others only feed derived metrics.
+pub const REPORTED: usize = 12;
+/// Index of IP datagrams handed to the IP layer (`Ip: OutRequests` + `Ip6OutRequests`).
+pub const IP_OUT_REQUESTS: usize = 12;
+/// Index of ICMP messages sent (`Icmp: OutMsgs` + `Icmp6OutMsgs`).
+pub const ICMP_OUT_MSGS: usize = 13;
+/// Index of TCP segments sent.
+pub const TCP_OUT_SEGS: usize = 11;
+/// Index of UDP datagrams sent.
+pub const UDP_OUT_DATAGRAMS: usize = 7;
 
 /// Metric name of each counter.
-pub const COUNTER_METRICS: [&str; COUNTERS] = [
+pub const COUNTER_METRICS: [&str; REPORTED] = [
     metrics::TCP_ACTIVE_OPENS,
     metrics::TCP_PASSIVE_OPENS,
     metrics::TCP_ATTEMPT_FAILS,
@@ -31,6 +41,8 @@ pub const COUNTER_METRICS: [&str; COUNTERS] = [
     metrics::UDP_OUT_DATAGRAMS,
     metrics::UDP_NO_PORTS,
     metrics::UDP_IN_ERRORS,
+    metrics::TCP_IN_SEGS,
+    metrics::TCP_OUT_SEGS,
 ];
 
 /// `(protocol, column)` in `/proc/net/snmp` for each counter.
@@ -45,15 +57,33 @@ const SNMP_COLUMNS: [(&[u8], &[u8]); COUNTERS] = [
     (b"Udp:", b"OutDatagrams"),
     (b"Udp:", b"NoPorts"),
     (b"Udp:", b"InErrors"),
+    (b"Tcp:", b"InSegs"),
+    (b"Tcp:", b"OutSegs"),
+    (b"Ip:", b"OutRequests"),
+    (b"Icmp:", b"OutMsgs"),
 ];
 
 /// `/proc/net/snmp6` names added to the UDP counters (index into [`COUNTERS`]).
-const SNMP6_NAMES: [(&[u8], usize); 4] = [
+const SNMP6_NAMES: [(&[u8], usize); 6] = [
     (b"Udp6InDatagrams", 6),
     (b"Udp6OutDatagrams", 7),
     (b"Udp6NoPorts", 8),
     (b"Udp6InErrors", 9),
+    (b"Ip6OutRequests", IP_OUT_REQUESTS),
+    (b"Icmp6OutMsgs", ICMP_OUT_MSGS),
 ];
+
+/// IP datagrams sent that neither TCP, UDP nor ICMP accounts for, from one tick's deltas: what
+/// raw sockets send (crafted SYNs, hand-made packets). TCP segmentation offload makes TCP count
+/// more segments than the IP layer sees datagrams, so the estimate is clamped at zero and can
+/// only under-count while bulk TCP transfers run.
+pub fn raw_packets_out(deltas: &Counters) -> Option<u64> {
+    let ip = deltas[IP_OUT_REQUESTS]?;
+    let accounted = deltas[TCP_OUT_SEGS]?
+        .saturating_add(deltas[UDP_OUT_DATAGRAMS]?)
+        .saturating_add(deltas[ICMP_OUT_MSGS].unwrap_or(0));
+    Some(ip.saturating_sub(accounted))
+}
 
 /// Cumulative counter values; `None` where the file did not carry the counter.
 pub type Counters = [Option<u64>; COUNTERS];
@@ -192,9 +222,28 @@ mod tests {
                 Some(106),
                 Some(107),
                 Some(4),
-                Some(5)
+                Some(5),
+                Some(5685),
+                Some(3240),
+                None,
+                None
             ]
         );
+    }
+
+    #[test]
+    fn raw_packets_are_what_ip_sent_beyond_tcp_udp_and_icmp() {
+        let mut d: Counters = [Some(0); COUNTERS];
+        d[IP_OUT_REQUESTS] = Some(5_120);
+        d[TCP_OUT_SEGS] = Some(100);
+        d[UDP_OUT_DATAGRAMS] = Some(15);
+        d[ICMP_OUT_MSGS] = Some(5);
+        assert_eq!(raw_packets_out(&d), Some(5_000));
+        // Segmentation offload: TCP counts more than IP saw; never negative.
+        d[TCP_OUT_SEGS] = Some(9_000);
+        assert_eq!(raw_packets_out(&d), Some(0));
+        d[IP_OUT_REQUESTS] = None;
+        assert_eq!(raw_packets_out(&d), None);
     }
 
     #[test]

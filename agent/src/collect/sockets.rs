@@ -38,8 +38,19 @@ pub struct RawSocket {
     pub inode: u64,
 }
 
-/// States asked for TCP: listening and established.
-pub const TCP_STATES: u32 = (1 << state::LISTEN) | (1 << state::ESTABLISHED);
+/// TCP states of a connection with a peer, from the first SYN sent to the end of `TIME_WAIT`
+/// (not `SYN_RECV`: a half-open inbound connection names no destination of the gateway).
+pub const TCP_CONNECTED_STATES: u32 = (1 << state::ESTABLISHED)
+    | (1 << state::SYN_SENT)
+    | (1 << state::FIN_WAIT1)
+    | (1 << state::FIN_WAIT2)
+    | (1 << state::TIME_WAIT)
+    | (1 << state::CLOSE_WAIT)
+    | (1 << state::LAST_ACK)
+    | (1 << state::CLOSING);
+/// States asked for TCP: listening, and every connected state (established connections are
+/// reported; the others, short-lived or closing, feed the destination tracker).
+pub const TCP_STATES: u32 = (1 << state::LISTEN) | TCP_CONNECTED_STATES;
 /// States asked for UDP: unconnected.
 pub const UDP_STATES: u32 = 1 << state::CLOSE;
 

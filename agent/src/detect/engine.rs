@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::{set_offenders, AlarmTracker, Percentiles, SumWindow, Transition};
 use super::eval::{MIN_PERCENTILE_HISTORY, PERCENTILE_HISTORY};
-use super::metric::Observation;
+use super::metric::{ItemFold, NoveltyOptions, Observation};
 use super::ml::{normalise_name, DetectorFactory, MlScorer, NoveltySet, ScorerFactory, TrainFn};
 use super::profile::{Behavior, Check, DefenderValue, Profile};
 use super::violation::{AdditionalInfo, ViolationEvent, ViolationEventType};
@@ -886,26 +886,63 @@ impl Row {
                 })
             }
             (Check::Novelty { confidence }, obs) => {
+                let opts = spec.metric.novelty_options();
+                let fold = |s: &str, scratch: &mut String| -> String {
+                    match opts.fold {
+                        ItemFold::Exact => s.to_owned(),
+                        ItemFold::ProcessName => {
+                            normalise_name(s, scratch);
+                            scratch.clone()
+                        }
+                        ItemFold::ProcessNameBeforeAt => match s.rsplit_once('@') {
+                            Some((name, level)) => {
+                                normalise_name(name, scratch);
+                                scratch.push('@');
+                                scratch.push_str(level);
+                                scratch.clone()
+                            }
+                            None => {
+                                normalise_name(s, scratch);
+                                scratch.clone()
+                            }
+                        },
+                    }
+                };
                 let items: Vec<String> = match &obs {
                     Observation::Ports(p) => p.iter().map(u16::to_string).collect(),
                     Observation::Ips(a) => a.iter().map(ToString::to_string).collect(),
-                    Observation::Strings(s) => s
-                        .iter()
-                        .map(|s| {
-                            normalise_name(s, scratch);
-                            scratch.clone()
-                        })
-                        .collect(),
+                    Observation::Strings(s) => s.iter().map(|s| fold(s, scratch)).collect(),
                     Observation::Number(_) => return None,
                 };
                 let set = self.novelty.as_mut()?;
+                fn score_of<'a>(
+                    opts: NoveltyOptions,
+                    set: &NoveltySet,
+                    items: &'a [String],
+                ) -> (f64, Vec<&'a str>) {
+                    if opts.never_seen_only {
+                        set.score_never_seen(items.iter().map(String::as_str))
+                    } else {
+                        set.score(items.iter().map(String::as_str))
+                    }
+                }
                 if learning {
                     set.learn(items.iter().map(String::as_str));
-                    let (score, _) = set.score(items.iter().map(String::as_str));
+                    // Context seen while learning is part of the baseline too (a destination
+                    // contacted once is not never-seen when it later recurs).
+                    if let Some(Observation::Strings(ctx)) = opts
+                        .learn_also
+                        .and_then(|m| super::metric::resolve(m).ok())
+                        .and_then(|m| m.observe(snap))
+                    {
+                        let ctx: Vec<String> = ctx.iter().map(|s| fold(s, scratch)).collect();
+                        set.learn(ctx.iter().map(String::as_str));
+                    }
+                    let (score, _) = score_of(opts, set, &items);
                     note_score(&mut self.recent, score, max_score, false);
                     return None;
                 }
-                let (score, novel) = set.score(items.iter().map(String::as_str));
+                let (score, novel) = score_of(opts, set, &items);
                 let threshold = confidence.novelty_threshold();
                 let violating = score >= threshold;
                 let novel: Vec<String> = novel.into_iter().map(str::to_owned).collect();

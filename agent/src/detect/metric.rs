@@ -225,6 +225,28 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// How the items of a set metric are compared for novelty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemFold {
+    /// As they are (addresses, `address:port` destinations, ports).
+    Exact,
+    /// Process names: digit runs folded (`kworker/1:2` ≡ `kworker/0:0`).
+    ProcessName,
+    /// `name@level`: the name folded as a process name, the level kept.
+    ProcessNameBeforeAt,
+}
+
+/// How set novelty treats a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoveltyOptions {
+    /// Item comparison.
+    pub fold: ItemFold,
+    /// Only never-seen items count (else rarely seen ones add up, see `NoveltySet::score`).
+    pub never_seen_only: bool,
+    /// Another set metric whose items are learned into the same baseline while learning.
+    pub learn_also: Option<&'static str>,
+}
+
 /// One tick's value of a metric.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation<'a> {
@@ -239,6 +261,28 @@ pub enum Observation<'a> {
 }
 
 impl Metric {
+    /// How set novelty compares this metric's items.
+    pub fn novelty_options(&self) -> NoveltyOptions {
+        let (fold, never_seen_only, learn_also) = match (self.source, self.name) {
+            (Source::Custom, metrics::RECURRING_DESTINATIONS) => {
+                (ItemFold::Exact, true, Some(metrics::DESTINATION_ENDPOINTS))
+            }
+            (Source::Custom, metrics::DESTINATION_ENDPOINTS) => (ItemFold::Exact, false, None),
+            (Source::Custom, metrics::PROCESS_CPU_LEVELS) => {
+                (ItemFold::ProcessNameBeforeAt, true, None)
+            }
+            (Source::Custom, _) if self.kind == MetricKind::StringSet => {
+                (ItemFold::ProcessName, false, None)
+            }
+            _ => (ItemFold::Exact, false, None),
+        };
+        NoveltyOptions {
+            fold,
+            never_seen_only,
+            learn_also,
+        }
+    }
+
     /// The metric's value in `snap`, or `None` when the snapshot has no datapoint for it: its
     /// collector failed this tick, a custom metric is absent or of another type, or it is a
     /// counter on the warm-up tick (no interval, so no meaningful delta).

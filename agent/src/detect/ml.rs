@@ -322,6 +322,19 @@ impl NoveltySet {
         (1.0 - (-m * std::f64::consts::LN_2).exp(), novel)
     }
 
+    /// As [`NoveltySet::score`], but only never-seen items count (1 each): rarely seen items,
+    /// however many, never add up to an alarm.
+    pub fn score_never_seen<'a>(
+        &self,
+        items: impl Iterator<Item = &'a str>,
+    ) -> (f64, Vec<&'a str>) {
+        let novel: Vec<&str> = items
+            .filter(|it| !self.baseline.contains_key(*it))
+            .collect();
+        let m = novel.len() as f64;
+        (1.0 - (-m * std::f64::consts::LN_2).exp(), novel)
+    }
+
     /// Learning: counts every item of the datapoint into the baseline.
     pub fn learn<'a>(&mut self, items: impl Iterator<Item = &'a str>) {
         for it in items {

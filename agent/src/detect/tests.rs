@@ -208,6 +208,9 @@ fn default_profile_is_valid_and_covers_the_documented_behaviours() {
         "scan-inbound-udp",
         "scan-outbound-connect-failures",
         "burst-outbound-connections",
+        "new-recurring-destination",
+        "process-cpu-above-its-history",
+        "raw-packets-out",
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
@@ -1054,6 +1057,9 @@ fn default_profile_is_quiet_while_learning_then_flags_a_backdoor_port() {
         );
         s.custom
             .insert("new_process_names".into(), MetricValue::StringList(vec![]));
+        for m in ["recurring_destinations", "process_cpu_levels"] {
+            s.custom.insert(m.into(), MetricValue::StringList(vec![]));
+        }
         s
     };
     for seq in 1..=60 {
