@@ -28,14 +28,18 @@ pub const RECUR_WINDOW_TICKS: u64 = 30;
 pub const LISTEN_MEMORY_TICKS: u64 = 30;
 /// Destinations tracked at most.
 pub const MAX_DESTINATIONS: usize = 2048;
-/// Connections remembered per destination.
-pub const MAX_PORTS: usize = 8;
+/// Connections looked at per destination and tick.
+pub const MAX_PORTS: usize = 4096;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Dest {
     last_tick: u64,
-    /// (local port, last tick seen)
-    ports: Vec<(u16, u64)>,
+    /// Local ports of its connections at the previous tick (sorted).
+    prev: Vec<u16>,
+    /// Local ports of its connections this tick, established ones flagged.
+    cur: Vec<(u16, bool)>,
+    /// Last tick a new connection to it appeared.
+    last_fresh: Option<u64>,
 }
 
 /// What one tick says about outbound destinations.
@@ -101,8 +105,6 @@ impl DestinationTracker {
         }
         self.listening
             .retain(|_, last| t.saturating_sub(*last) <= LISTEN_MEMORY_TICKS);
-        let mut current: Vec<SocketAddr> = Vec::new();
-        let mut recurring: Vec<SocketAddr> = Vec::new();
         for s in tcp {
             if !is_connected(s.state)
                 || s.remote.port() == 0
@@ -114,47 +116,52 @@ impl DestinationTracker {
             if remote.ip().is_loopback() {
                 continue;
             }
-            let lp = s.local.port();
-            let d = self.dests.entry(remote).or_insert_with(|| Dest {
-                last_tick: 0,
-                ports: Vec::new(),
-            });
-            d.last_tick = t;
-            current.push(remote);
-            let long_lived = match d.ports.iter_mut().find(|(p, _)| *p == lp) {
-                Some(e) => {
-                    let was_there = e.1 + 1 >= t;
-                    e.1 = t;
-                    was_there && s.state == state::ESTABLISHED
-                }
-                None => {
-                    if d.ports.len() >= MAX_PORTS {
-                        // Forget the connection seen longest ago.
-                        if let Some(i) = d
-                            .ports
-                            .iter()
-                            .enumerate()
-                            .min_by_key(|(_, e)| e.1)
-                            .map(|(i, _)| i)
-                        {
-                            d.ports.swap_remove(i);
-                        }
-                    }
-                    d.ports.push((lp, t));
-                    false
-                }
-            };
-            d.ports
-                .retain(|(_, last)| t.saturating_sub(*last) < RECUR_WINDOW_TICKS);
-            if long_lived || d.ports.len() >= 2 {
-                recurring.push(remote);
+            let d = self.dests.entry(remote).or_default();
+            if d.last_tick != t {
+                d.last_tick = t;
+                d.cur.clear();
             }
+            if d.cur.len() < MAX_PORTS {
+                d.cur.push((s.local.port(), s.state == state::ESTABLISHED));
+            }
+        }
+        let mut current: Vec<SocketAddr> = Vec::new();
+        let mut recurring: Vec<SocketAddr> = Vec::new();
+        for (remote, d) in &mut self.dests {
+            if d.last_tick != t {
+                d.prev.clear();
+                continue;
+            }
+            current.push(*remote);
+            let mut fresh = 0;
+            let mut long_lived = false;
+            for &(lp, established) in &d.cur {
+                if d.prev.binary_search(&lp).is_ok() {
+                    long_lived |= established;
+                } else {
+                    fresh += 1;
+                }
+            }
+            // The first tick has no previous one: nothing is new or long-lived yet.
+            let warm_up = t == 1;
+            let recurs = !warm_up
+                && (long_lived
+                    || (fresh > 0
+                        && (fresh >= 2
+                            || d.last_fresh.is_some_and(|f| t - f <= RECUR_WINDOW_TICKS))));
+            if fresh > 0 && !warm_up {
+                d.last_fresh = Some(t);
+            }
+            if recurs {
+                recurring.push(*remote);
+            }
+            d.prev.clear();
+            d.prev.extend(d.cur.iter().map(|e| e.0));
+            d.prev.sort_unstable();
         }
         self.bound();
         current.sort_unstable();
-        current.dedup();
         recurring.sort_unstable();
-        recurring.dedup();
         DestinationSample {
             current: current.iter().map(show).collect(),
             recurring: recurring.iter().map(show).collect(),
@@ -214,8 +221,11 @@ mod tests {
         let mut t = DestinationTracker::default();
         let a = sock("10.0.0.1:40000", "203.0.113.9:8443", state::TIME_WAIT);
         let b = sock("10.0.0.1:40002", "203.0.113.9:8443", state::TIME_WAIT);
+        t.update(&[]);
         assert!(t.update(&[a]).recurring.is_empty());
         assert_eq!(t.update(&[a, b]).recurring, ["203.0.113.9:8443"]);
+        // The trail of closed connections alone does not keep it recurring.
+        assert!(t.update(&[a, b]).recurring.is_empty());
         // Long after, a single new connection starts over.
         for _ in 0..RECUR_WINDOW_TICKS {
             t.update(&[]);

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::eval::{set_offenders, AlarmTracker, Percentiles, SumWindow, Transition};
 use super::eval::{MIN_PERCENTILE_HISTORY, PERCENTILE_HISTORY};
@@ -160,6 +161,9 @@ pub struct EngineStatus {
     pub behaviors: Vec<BehaviorStatus>,
     /// Alarms in progress.
     pub active_violations: Vec<ActiveViolation>,
+    /// Behaviours relearned because their saved state did not match the profile, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relearned_behaviors: Vec<String>,
 }
 
 impl fmt::Display for EngineStatus {
@@ -182,6 +186,14 @@ impl fmt::Display for EngineStatus {
             self.security_profile_name,
             self.behaviors.len()
         )?;
+        if !self.relearned_behaviors.is_empty() {
+            writeln!(
+                f,
+                "relearning {} behaviour(s) whose saved state did not match the profile: {}",
+                self.relearned_behaviors.len(),
+                self.relearned_behaviors.join(", ")
+            )?;
+        }
         if self.active_violations.is_empty() {
             writeln!(f, "active violations: none")?;
         } else {
@@ -315,6 +327,8 @@ pub struct Engine {
     /// Alarms of behaviours removed or changed since the state was saved, announced on the
     /// first evaluation (which supplies the time).
     orphaned: Vec<(Behavior, ActiveAlarm)>,
+    /// Behaviours whose saved state did not match the profile and were relearned, with why.
+    relearned: Vec<String>,
     interval_alarmed: BTreeSet<String>,
     interval_max_score: f64,
     scratch: String,
@@ -378,10 +392,20 @@ impl Engine {
         factory: Box<dyn ScorerFactory>,
     ) -> Engine {
         let learning_period_ms = u64::try_from(cfg.learning_period.as_millis()).unwrap_or(u64::MAX);
-        let mut saved = state
-            .filter(|s| s.version == STATE_VERSION)
-            .map(|s| s.behaviors)
-            .unwrap_or_default();
+        // Learned state that does not fit the profile is relearned, counted and logged once.
+        let mut relearned: Vec<String> = Vec::new();
+        let mut saved = match state {
+            Some(s) if s.version == STATE_VERSION => s.behaviors,
+            Some(s) => {
+                relearned.extend(
+                    s.behaviors
+                        .keys()
+                        .map(|n| format!("{n} (state layout version {})", s.version)),
+                );
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
+        };
         let mut orphaned = Vec::new();
         let mut rows = Vec::with_capacity(profile.behaviors.len());
         for b in profile.behaviors {
@@ -402,12 +426,20 @@ impl Engine {
                 behavior: b,
             };
             if let Some(s) = saved.remove(&row.behavior.name) {
-                if s.fingerprint == row.fingerprint {
-                    row.restore(s, factory.as_ref());
-                } else if let Some(a) = s.alarm {
-                    if let Ok(old) = serde_json::from_value::<Behavior>(s.behavior) {
-                        orphaned.push((old, a));
+                if s.fingerprint != row.fingerprint {
+                    relearned.push(format!(
+                        "{} (learned under another metric or criteria)",
+                        row.behavior.name
+                    ));
+                    if let Some(a) = s.alarm {
+                        if let Ok(old) = serde_json::from_value::<Behavior>(s.behavior) {
+                            orphaned.push((old, a));
+                        }
                     }
+                } else if let Err(why) = row.state_fits(&s) {
+                    relearned.push(format!("{} ({why})", row.behavior.name));
+                } else if !row.restore(s, factory.as_ref()) {
+                    relearned.push(format!("{} (model unreadable)", row.behavior.name));
                 }
             }
             rows.push(row);
@@ -418,6 +450,14 @@ impl Engine {
                     orphaned.push((old, a));
                 }
             }
+        }
+        if !relearned.is_empty() {
+            warn!(
+                profile = %profile.name,
+                behaviors = %relearned.join(", "),
+                count = relearned.len(),
+                "Learned detector state does not match the profile; relearning these behaviours."
+            );
         }
         let mut interval_alarmed = BTreeSet::new();
         for r in &rows {
@@ -434,10 +474,17 @@ impl Engine {
             factory,
             rng: fastrand::Rng::new(),
             orphaned,
+            relearned,
             interval_alarmed,
             interval_max_score: 0.0,
             scratch: String::new(),
         }
+    }
+
+    /// Behaviours whose saved state did not match the profile and are learning again, each with
+    /// the reason (logged once, when the engine was built).
+    pub fn relearned(&self) -> &[String] {
+        &self.relearned
     }
 
     /// The profile's name.
@@ -690,6 +737,7 @@ impl Engine {
                     })
                 })
                 .collect(),
+            relearned_behaviors: self.relearned.clone(),
         }
     }
 
@@ -739,7 +787,27 @@ impl Engine {
 }
 
 impl Row {
-    fn restore(&mut self, s: BehaviorState, factory: &dyn ScorerFactory) {
+    /// Whether a saved state of this behaviour (same fingerprint) holds what its kind needs and
+    /// nothing another kind would.
+    fn state_fits(&self, s: &BehaviorState) -> Result<(), &'static str> {
+        let (history, novelty, model) =
+            (s.history.is_some(), s.novelty.is_some(), s.model.is_some());
+        let fits = match self.behavior.spec.check {
+            Check::Statistical { .. } => history && !novelty && !model,
+            Check::Ml { .. } => model && !history && !novelty,
+            Check::Novelty { .. } => novelty && !history && !model,
+            _ => !history && !novelty && !model,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err("saved state of another kind of behaviour")
+        }
+    }
+
+    /// Restores a saved state that [`Row::state_fits`]; false when its model cannot be read
+    /// (the behaviour then learns again from scratch).
+    fn restore(&mut self, s: BehaviorState, factory: &dyn ScorerFactory) -> bool {
         self.learned_ms = s.learned_ms;
         self.last_datapoint_ms = s.last_datapoint_ms;
         if let Some(a) = s.alarm {
@@ -758,9 +826,13 @@ impl Row {
             match factory.restore(&m) {
                 Some(r) => *sc = r,
                 // An unusable model means relearning from scratch.
-                None => self.learned_ms = 0,
+                None => {
+                    self.learned_ms = 0;
+                    return false;
+                }
             }
         }
+        true
     }
 
     fn save(&self) -> BehaviorState {

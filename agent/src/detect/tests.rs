@@ -199,7 +199,7 @@ fn default_profile_is_valid_and_covers_the_documented_behaviours() {
     let names: Vec<&str> = p.behaviors.iter().map(|b| b.name.as_str()).collect();
     for n in [
         "traffic-bytes-out",
-        "connections-established",
+        "connections-opened-out",
         "processes-cpu",
         "new-listening-tcp-port",
         "new-destination-addresses",
@@ -1081,4 +1081,70 @@ fn default_profile_is_quiet_while_learning_then_flags_a_backdoor_port() {
     );
     let text = e.status().to_string();
     assert!(text.contains("new-listening-tcp-port"), "{text}");
+}
+
+#[test]
+fn a_learned_state_that_does_not_match_the_profile_is_relearned_and_counted() {
+    let json = r#"[
+        {"name": "new-port", "metric": "aws:listening-tcp-ports", "criteria": {"mlDetectionConfig": {"confidenceLevel": "LOW"}}},
+        {"name": "conns", "metric": "aws:num-established-tcp-connections", "criteria": {"comparisonOperator": "less-than-equals", "statisticalThreshold": {"statistic": "p100"}}}
+    ]"#;
+    let c = cfg(Duration::from_secs(20));
+    let mut e = Engine::new(profile(json), &c, "gw", None);
+    let mut s = snap(1, &[]);
+    s.tcp_listen = Some(listening(&[22]));
+    for seq in 1..=40 {
+        s.seq = seq;
+        s.at_ms = snap(seq, &[]).at_ms;
+        e.evaluate(&s);
+    }
+    assert_eq!(e.status().phase, Phase::Armed);
+    let good = e.state();
+    assert!(Engine::new(profile(json), &c, "gw", Some(good.clone()))
+        .relearned()
+        .is_empty());
+
+    // The novelty behaviour's saved set swapped for a percentile history: another kind's state.
+    let mut bad = good.clone();
+    let b = bad.behaviors.get_mut("new-port").unwrap();
+    b.history = Some(vec![1.0, 2.0]);
+    b.novelty = None;
+    let e2 = Engine::new(profile(json), &c, "gw", Some(bad));
+    assert_eq!(e2.relearned().len(), 1, "{:?}", e2.relearned());
+    assert!(e2.relearned()[0].starts_with("new-port"));
+    let st = e2.status();
+    assert_eq!(
+        st.phase,
+        Phase::Learning,
+        "relearned, not armed on an empty set"
+    );
+    assert_eq!(st.relearned_behaviors.len(), 1);
+    assert!(st.to_string().contains("new-port"), "{st}");
+
+    // Another layout version: everything relearns.
+    let mut old = good;
+    old.version += 1;
+    let e3 = Engine::new(profile(json), &c, "gw", Some(old));
+    assert_eq!(e3.relearned().len(), 2);
+    assert_eq!(e3.status().phase, Phase::Learning);
+}
+
+#[test]
+fn profiles_on_unknown_metrics_or_dimensions_are_refused_with_the_behaviour_name() {
+    let e = errors(
+        r#"[{"name": "beacons", "metric": "recurring_destination", "criteria": {"mlDetectionConfig": {"confidenceLevel": "LOW"}}},
+            {"name": "per-topic", "metric": "tcp_out_rsts", "metricDimension": {"dimensionName": "TopicFilter"},
+             "criteria": {"comparisonOperator": "less-than", "value": {"number": 5}}}]"#,
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("\"beacons\"") && e[0].contains("recurring_destinations"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].contains("\"per-topic\"") && e[1].contains("metricDimension"),
+        "{}",
+        e[1]
+    );
 }
