@@ -232,11 +232,16 @@ impl Analyzer {
         if attr.attempts > 0 && credential {
             self.acc.auth_attempts += u64::from(attr.attempts);
         }
-        if let Some(peer) = attr.peer.as_deref() {
+        // Only an address written in the line (or by the connection's own opening line) names a
+        // source; a peer guessed from the latest connection of a single-process server counts
+        // the event above but never reaches the source list or the per-source rules.
+        // Such events feed the per-source rules under the empty host, whose alerts name no one.
+        let named = attr.src.as_deref();
+        if let Some(peer) = named.or(attr.peer.as_ref().map(|_| "")) {
             let failed = credential
                 || c.class == EventClass::MqttNotAuthorised
                 || c.class == EventClass::TlsFailure;
-            if failed {
+            if failed && named.is_some() {
                 if let Ok(ip) = peer.parse::<IpAddr>() {
                     if self.acc.sources.len() < MAX_REPORTED_SOURCES
                         || self.acc.sources.contains(&ip)
@@ -284,7 +289,7 @@ impl Analyzer {
         }
         if c.class == EventClass::MqttClientIdConflict {
             if let Hint::ClientId(id) = c.hint {
-                if let Some(a) = self.tracker.takeover(id, attr.peer.as_deref(), at_ms) {
+                if let Some(a) = self.tracker.takeover(id, attr.src.as_deref(), at_ms) {
                     self.push_alert(a);
                 }
             }
