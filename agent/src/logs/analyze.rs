@@ -11,9 +11,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::class::{ClassCounts, EventClass};
-use super::classify::{classify, Hint};
+use super::classify::{classify, Classified, Hint};
 use super::context::Context;
 use super::format::{frame, strip_inner_prefix, year_of_epoch_ms, Format, Stamp};
+use super::provenance;
 use super::tracker::{LogAlert, Rules, Signal, Tracker};
 
 /// Distinct source addresses kept per drain for the `auth_failure_sources` list.
@@ -74,6 +75,9 @@ pub struct LineOutcome {
     pub at_ms: i64,
     /// Journal cursor of the entry, journal lines only.
     pub cursor: Option<String>,
+    /// The line reports an event but does not come from a program that reports it (see
+    /// [`provenance`]); it is counted as `other` and otherwise ignored.
+    pub forged: bool,
 }
 
 /// Counts and alerts accumulated since the last [`Analyzer::take`].
@@ -98,6 +102,8 @@ pub struct Accumulated {
     pub alerts_dropped: u64,
     /// Events seen a second time through another stream (not counted again).
     pub duplicates: u64,
+    /// Lines reporting an event without coming from a program that reports it.
+    pub forged: u64,
 }
 
 /// Shared analysis state.
@@ -181,7 +187,16 @@ impl Analyzer {
     /// timestamp and to pick the year of syslog timestamps.
     pub fn line(&mut self, stream: &mut Stream, line: &[u8], now_ms: i64) -> LineOutcome {
         let f = frame(line);
-        let c = classify(&f.msg);
+        let mut c = classify(&f.msg);
+        let forged = !provenance::genuine(&f, &c);
+        if forged {
+            c = Classified {
+                class: EventClass::Other,
+                addr: None,
+                invalid_user: None,
+                hint: Hint::None,
+            };
+        }
         let at_ms = match f.stamp {
             Some(Stamp::EpochMs(ms)) => ms,
             Some(s @ Stamp::NoYear { .. }) => {
@@ -198,6 +213,23 @@ impl Analyzer {
             None => stream.last_ts.unwrap_or(now_ms),
         };
         stream.last_ts = Some(at_ms);
+        if forged {
+            // Kept out of the connection context too: a forged line must not re-attribute a
+            // real connection.
+            self.acc.lines += 1;
+            self.acc.forged += 1;
+            self.acc.counts.add(EventClass::Other);
+            return LineOutcome {
+                format: f.format,
+                class: EventClass::Other,
+                src: None,
+                peer: None,
+                attempts: 0,
+                at_ms,
+                cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+                forged,
+            };
+        }
         let attr = stream.ctx.attribute(f.host, f.program, f.pid, &c);
         let outcome = LineOutcome {
             format: f.format,
@@ -207,6 +239,7 @@ impl Analyzer {
             attempts: attr.attempts,
             at_ms,
             cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+            forged,
         };
         self.acc.lines += 1;
         if c.class != EventClass::Other {
@@ -343,5 +376,27 @@ mod tests {
         a.line(&mut file, f, 3_000);
         let acc = a.take();
         assert_eq!((acc.auth_attempts, acc.duplicates), (2, 1));
+    }
+
+    #[test]
+    fn a_journal_entry_claiming_sshd_from_logger_counts_nothing() {
+        let mut a = Analyzer::new(Rules {
+            brute_force_failures: 1,
+            ..Rules::default()
+        });
+        let mut journal = Stream::new();
+        for port in 1..=5 {
+            let j = format!(
+                r#"{{"MESSAGE":"Failed password for invalid user x from 10.9.9.9 port {port} ssh2","SYSLOG_IDENTIFIER":"sshd","SYSLOG_PID":"41","_PID":"4242","_COMM":"logger","_EXE":"/usr/bin/logger","_UID":"1000","_TRANSPORT":"syslog"}}"#
+            );
+            let o = a.line(&mut journal, j.as_bytes(), 1_000);
+            assert!(o.forged);
+            assert_eq!((o.class, o.src), (EventClass::Other, None));
+        }
+        let acc = a.take();
+        assert_eq!(acc.forged, 5);
+        assert_eq!(acc.auth_attempts, 0);
+        assert_eq!(acc.counts.get(EventClass::Other), 5);
+        assert!(acc.sources.is_empty() && acc.alerts.is_empty());
     }
 }

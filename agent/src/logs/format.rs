@@ -102,6 +102,32 @@ pub struct Frame<'a> {
     pub msg: Cow<'a, [u8]>,
     /// Journal cursor (`__CURSOR`), journal lines only.
     pub cursor: Option<Cow<'a, str>>,
+    /// The fields journald itself adds to an entry (journal lines only): what the process is,
+    /// as opposed to what its message says it is.
+    pub trusted: Option<Trusted<'a>>,
+}
+
+/// Fields journald adds to an entry from the kernel's view of the sender; a client cannot set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trusted<'a> {
+    /// `_COMM`: the process name (settable by the process itself; empty when absent).
+    pub comm: &'a [u8],
+    /// `_EXE`: the executable's path (empty when absent, e.g. the process had already exited).
+    pub exe: &'a [u8],
+    /// `_UID`: the sender's user id, from the socket credentials.
+    pub uid: Option<u32>,
+    /// `_TRANSPORT`: `syslog`, `journal`, `stdout`, `kernel`, … (empty when absent).
+    pub transport: &'a [u8],
+}
+
+impl Trusted<'_> {
+    /// True when the entry carries none of the trusted fields (not written by journald).
+    pub fn is_empty(&self) -> bool {
+        self.comm.is_empty()
+            && self.exe.is_empty()
+            && self.uid.is_none()
+            && self.transport.is_empty()
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -114,6 +140,7 @@ impl<'a> Frame<'a> {
             pid: None,
             msg: Cow::Borrowed(msg),
             cursor: None,
+            trusted: None,
         }
     }
 }
@@ -234,6 +261,7 @@ fn frame_5424(s: &[u8]) -> Option<Frame<'_>> {
         pid: parse_u32(procid),
         msg: Cow::Borrowed(msg),
         cursor: None,
+        trusted: None,
     })
 }
 
@@ -264,6 +292,7 @@ fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
             pid: None,
             msg: Cow::Borrowed(&s[digits + 2..]),
             cursor: None,
+            trusted: None,
         });
     }
     if (9..=11).contains(&digits) && s.get(digits) == Some(&b'.') {
@@ -298,6 +327,7 @@ fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
             pid: None,
             msg: Cow::Borrowed(msg),
             cursor: None,
+            trusted: None,
         });
     }
     let rest = rest.strip_prefix(b" ")?;
@@ -449,6 +479,7 @@ fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
         pid: None,
         msg: Cow::Borrowed(s),
         cursor: None,
+        trusted: None,
     };
     let mut s = s;
     // BusyBox syslogd and logread put `facility.level` before or after the host.
@@ -674,6 +705,12 @@ struct JournalEntry<'a> {
     ident: Option<JournalText<'a>>,
     #[serde(rename = "_COMM", borrow, default)]
     comm: Option<JournalText<'a>>,
+    #[serde(rename = "_EXE", borrow, default)]
+    exe: Option<JournalText<'a>>,
+    #[serde(rename = "_UID", borrow, default)]
+    uid: Option<JournalText<'a>>,
+    #[serde(rename = "_TRANSPORT", borrow, default)]
+    transport: Option<JournalText<'a>>,
     #[serde(rename = "SYSLOG_PID", borrow, default)]
     syslog_pid: Option<JournalText<'a>>,
     #[serde(rename = "_PID", borrow, default)]
@@ -775,6 +812,7 @@ fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
                     pid: None,
                     msg: Cow::Owned(trim_end(&b).to_vec()),
                     cursor: None,
+                    trusted: None,
                 },
             });
         }
@@ -794,6 +832,20 @@ fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
             .map(JournalText::into_bytes)
             .unwrap_or(Cow::Borrowed(b"")),
         cursor: e.cursor,
+        trusted: Some(Trusted {
+            comm: e.comm.as_ref().map(JournalText::as_borrowed).unwrap_or(b""),
+            exe: e.exe.as_ref().map(JournalText::as_borrowed).unwrap_or(b""),
+            uid: e
+                .uid
+                .as_ref()
+                .and_then(JournalText::number)
+                .and_then(|u| u32::try_from(u).ok()),
+            transport: e
+                .transport
+                .as_ref()
+                .map(JournalText::as_borrowed)
+                .unwrap_or(b""),
+        }),
     })
 }
 

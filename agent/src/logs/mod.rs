@@ -7,6 +7,9 @@
 //! - [`lines`]: splits bytes into lines with a length cap (longer lines are skipped and counted);
 //! - [`format`](mod@format): frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
 //! - [`classify`](mod@classify): the pure, allocation-free classifier: one [`EventClass`] and the client address;
+//! - [`provenance`]: whether the line comes from a program that reports such events (journald's
+//!   own fields for journal entries, the syslog tag for text lines); forged events are counted
+//!   apart and otherwise ignored;
 //! - [`context`]: per-stream connection context (address of lines that carry none, attempts
 //!   counted per connection rather than per line);
 //! - [`tracker`]: per-source windows raising [`LogAlert`]s (brute force, user enumeration,
@@ -22,6 +25,7 @@ pub mod classify;
 pub mod context;
 pub mod format;
 pub mod lines;
+pub mod provenance;
 pub mod scan;
 pub mod source;
 pub mod tracker;
@@ -72,6 +76,8 @@ pub struct LogTick {
     /// Events read a second time through another source (journald and rsyslog both logging
     /// them) and not counted again.
     pub duplicates: u64,
+    /// Lines reporting an event without coming from a program that reports it.
+    pub forged: u64,
 }
 
 impl LogTick {
@@ -122,6 +128,7 @@ impl LogTick {
             ),
             (metrics::LOG_LINES_SKIPPED, n(self.skipped)),
             (metrics::LOG_SOURCES_EVICTED, n(self.evicted)),
+            (metrics::LOG_FORGED_EVENTS, n(self.forged)),
         ]
     }
 }
@@ -197,6 +204,7 @@ impl LogMonitor {
             sources: acc.sources.into_iter().collect(),
             alerts_dropped: acc.alerts_dropped,
             duplicates: acc.duplicates,
+            forged: acc.forged,
             alerts: acc.alerts,
         }
     }

@@ -7,12 +7,13 @@
 //! Output formats (all UTF-8; addresses and names from the log are printed lossily):
 //!
 //! - default: for each file a header `FILE: N lines (K skipped)` then one line per non-zero class
-//!   in taxonomy order (`  auth_failure  45`); with several files a `total:` block; then
+//!   in taxonomy order (`  auth_failure  45`), and `  forged (in other)  N` when event lines
+//!   came from programs that do not report such events; with several files a `total:` block; then
 //!   `alerts:` (or `alerts: none`) and one line per alert:
 //!   `  <kind>  <source or ->  <events> events  <file>:<line>  <detail>`.
 //! - `--lines`: one tab-separated row per input line, `file<TAB>line<TAB>class<TAB>source`, the
 //!   source empty when the line names none; lines over the cap get class `skipped`. No summary.
-//! - `--json`: one JSON object: `{"files":[{"path","lines","skipped","classes":{class:n}}],
+//! - `--json`: one JSON object: `{"files":[{"path","lines","skipped","forged","classes":{class:n}}],
 //!   "classes":{class:n},"alerts":[{"kind","source","events","file","line","at_ms","detail"}]}`
 //!   (`source` is null when unknown; `classes` list non-zero classes only).
 //! - `--lines --json`: one JSON object per input line: `{"file","line","class","source"}`.
@@ -50,6 +51,9 @@ pub struct FileSummary {
     pub skipped: u64,
     /// Lines per class.
     pub classes: ClassCounts,
+    /// Lines reporting an event without coming from a program that reports it (counted as
+    /// `other`).
+    pub forged: u64,
 }
 
 /// An alert with the place it was raised.
@@ -110,6 +114,7 @@ pub fn scan_reader(
         lines: 0,
         skipped: 0,
         classes: ClassCounts::default(),
+        forged: 0,
     };
     let mut handle = |p: Piece<'_>,
                       analyzer: &mut Analyzer,
@@ -121,6 +126,7 @@ pub fn scan_reader(
                 let out = analyzer.line(&mut stream, l, now);
                 summary.lines += 1;
                 summary.classes.add(out.class);
+                summary.forged += u64::from(out.forged);
                 row(&LineRow {
                     line: n,
                     class: Some(out.class),
@@ -237,7 +243,7 @@ pub fn scan_files(
     if opts.json {
         let v = json!({
             "files": summary.files.iter().map(|f| json!({
-                "path": lossy(&f.path), "lines": f.lines, "skipped": f.skipped, "classes": classes_json(&f.classes),
+                "path": lossy(&f.path), "lines": f.lines, "skipped": f.skipped, "forged": f.forged, "classes": classes_json(&f.classes),
             })).collect::<Vec<_>>(),
             "classes": classes_json(&summary.classes),
             "alerts": summary.alerts.iter().map(|a| json!({
@@ -276,6 +282,9 @@ fn write_text(s: &ScanSummary, out: &mut impl Write) -> io::Result<()> {
             f.skipped
         )?;
         write_counts(&f.classes, out)?;
+        if f.forged > 0 {
+            writeln!(out, "  {:<24}{}", "forged (in other)", f.forged)?;
+        }
     }
     if s.files.len() > 1 {
         let lines: u64 = s.files.iter().map(|f| f.lines).sum();
