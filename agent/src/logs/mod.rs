@@ -16,9 +16,11 @@
 //!   negotiation scans, pre-auth probing, port scans, refused connections, client-id takeover);
 //! - [`analyze`]: the glue used by both the live [`LogMonitor`] and the offline [`scan`].
 //!
-//! The monitor's counts become custom metrics ([`LogTick::custom_metrics`]); its alerts are
-//! violations raised at once by the pipeline.
+//! The monitor's counts become custom metrics ([`LogTick::custom_metrics`]); its alerts become
+//! violations through [`alerts`]: coalesced per kind, rate-limited, and stored within their own
+//! share of the spool.
 
+pub mod alerts;
 pub mod analyze;
 pub mod class;
 pub mod classify;
