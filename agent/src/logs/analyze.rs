@@ -92,6 +92,8 @@ pub struct Accumulated {
     pub lines: u64,
     /// Lines skipped (longer than the line cap).
     pub skipped: u64,
+    /// Lines read but not analysed: their source exceeded its line budget.
+    pub dropped: u64,
     /// Addresses that failed authentication (IP literals only), at most [`MAX_REPORTED_SOURCES`].
     pub sources: BTreeSet<IpAddr>,
     /// Addresses left out of `sources` because of the cap.
@@ -168,6 +170,11 @@ impl Analyzer {
     /// Counts one line longer than the cap.
     pub fn skipped_line(&mut self) {
         self.acc.skipped += 1;
+    }
+
+    /// Counts one line read but not analysed (its source exceeded its line budget).
+    pub fn dropped_line(&mut self) {
+        self.acc.dropped += 1;
     }
 
     /// Takes the accumulated counts and alerts.

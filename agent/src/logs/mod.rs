@@ -67,6 +67,8 @@ pub struct LogTick {
     pub lines: u64,
     /// Lines skipped for exceeding the line cap.
     pub skipped: u64,
+    /// Lines read but not analysed because their source exceeded its line budget.
+    pub dropped: u64,
     /// Source addresses evicted from the tracker (table full).
     pub evicted: u64,
     /// Addresses that failed authentication (SSH, PAM, MQTT, TLS), sorted, at most 128.
@@ -131,11 +133,13 @@ impl LogTick {
             (metrics::LOG_LINES_SKIPPED, n(self.skipped)),
             (metrics::LOG_SOURCES_EVICTED, n(self.evicted)),
             (metrics::LOG_FORGED_EVENTS, n(self.forged)),
+            (metrics::LOG_LINES_DROPPED, n(self.dropped)),
         ]
     }
 }
 
-/// The live log monitor: followers running as tokio tasks, drained once per collection tick.
+/// The live log monitor: file followers on their own threads and a journal task, drained once
+/// per collection tick.
 #[derive(Debug)]
 pub struct LogMonitor {
     shared: Arc<Mutex<Shared>>,
@@ -144,8 +148,8 @@ pub struct LogMonitor {
 }
 
 impl LogMonitor {
-    /// Starts following the journal and the configured files (must be called inside a Tokio
-    /// runtime). Positions are loaded from and saved to `<state_dir>/logs/`. With `[logs]
+    /// Starts following the journal (a Tokio task; must be called inside a Tokio runtime) and
+    /// the configured files (one thread each). Positions are loaded from and saved to `<state_dir>/logs/`. With `[logs]
     /// enabled = false` nothing is followed and every drain is empty. A missing journal or file
     /// is reported once; followers stop when `stop` is cancelled.
     pub fn spawn(
@@ -166,7 +170,10 @@ impl LogMonitor {
             let paths: std::collections::BTreeSet<&PathBuf> = cfg.files.iter().collect();
             for path in paths {
                 let follower = FileFollower::new(path.clone(), saved.files.get(path).copied());
-                tokio::spawn(source::follow_file(follower, shared.clone(), stop.clone()));
+                if let Err(e) = source::spawn_file_follower(follower, shared.clone(), stop.clone())
+                {
+                    warn!(path = %path.display(), error = %e, "Cannot start a thread to follow a log file; it is not followed.");
+                }
             }
         }
         LogMonitor {
@@ -202,6 +209,7 @@ impl LogMonitor {
             auth_attempts: acc.auth_attempts,
             lines: acc.lines,
             skipped: acc.skipped,
+            dropped: acc.dropped,
             evicted,
             sources: acc.sources.into_iter().collect(),
             alerts_dropped: acc.alerts_dropped,
