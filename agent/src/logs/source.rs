@@ -899,12 +899,8 @@ mod tests {
             .unwrap()
             .success());
         let stop = CancellationToken::new();
-        let t = spawn_file_follower(
-            FileFollower::new(p, None),
-            Arc::new(shared()),
-            stop.clone(),
-        )
-        .unwrap();
+        let t = spawn_file_follower(FileFollower::new(p, None), Arc::new(shared()), stop.clone())
+            .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         stop.cancel();
         let t0 = std::time::Instant::now();
