@@ -15,6 +15,10 @@
 //! - Mosquitto's own log file: `1795801273: message` (epoch seconds), or an ISO timestamp followed
 //!   by `: ` when `log_timestamp_format` is set.
 //!
+//! - Syslog lines without a timestamp: `host prog[pid]: message`, `prog[pid]: message`,
+//!   `host prog: message` (a leading `word: ` alone is not a tag: sshd writes `error: …`).
+//! - `journalctl -o export` records, once [`super::export`] has turned them into journal JSON.
+//!
 //! Anything else is framed as a bare message. Framing never fails and never allocates for the text
 //! forms; journal messages with JSON escapes are unescaped into an owned buffer.
 //!
@@ -39,6 +43,8 @@ pub enum Format {
     Journal,
     /// Mosquitto file log (epoch seconds prefix).
     Mosquitto,
+    /// Syslog-like line without a timestamp (`host prog[pid]: message`).
+    Untimed,
     /// Nothing recognised: the whole line is the message.
     Plain,
 }
@@ -52,6 +58,7 @@ impl Format {
             Format::Rfc5424 => "rfc5424",
             Format::Journal => "journal-json",
             Format::Mosquitto => "mosquitto",
+            Format::Untimed => "syslog-untimed",
             Format::Plain => "plain",
         }
     }
@@ -184,7 +191,19 @@ pub fn frame(line: &[u8]) -> Frame<'_> {
         }
         _ => {}
     }
-    Frame::plain(Format::Plain, s)
+    frame_untimed(s).unwrap_or_else(|| Frame::plain(Format::Plain, s))
+}
+
+/// A syslog line without its timestamp, as journald's `short` output minus the date or as
+/// fail2ban reads the journal: `host prog[pid]: message`, `prog[pid]: message` or
+/// `host prog: message`. A bare `word: message` is not taken for a tag (sshd writes `error: …`).
+fn frame_untimed(s: &[u8]) -> Option<Frame<'_>> {
+    if !s.first().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let f = host_tag(Format::Untimed, None, s);
+    let tagged = !f.program.is_empty() && (f.pid.is_some() || !f.host.is_empty());
+    tagged.then_some(f)
 }
 
 /// `<PRI>` followed by RFC 5424 (`1 `), ISO or BSD syslog.
@@ -925,6 +944,38 @@ mod tests {
         let f = frame(b"Nov 25 17:12:13 webmail pop(pam_unix)[4920]: authentication failure; x");
         assert_eq!(f.program, b"pop(pam_unix)");
         assert_eq!(msg(&f), "authentication failure; x");
+    }
+
+    #[test]
+    fn lines_without_a_timestamp() {
+        let f = frame(b"gw sshd[812]: Failed password for root from 192.0.2.1 port 22 ssh2");
+        assert_eq!(f.format, Format::Untimed);
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b"gw"[..], &b"sshd"[..], Some(812))
+        );
+        assert_eq!(
+            msg(&f),
+            "Failed password for root from 192.0.2.1 port 22 ssh2"
+        );
+        let f = frame(b"sshd-session[9]: Connection closed by 192.0.2.1 port 4 [preauth]");
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b""[..], &b"sshd-session"[..], Some(9))
+        );
+        let f = frame(b"gw kernel: [UFW BLOCK] IN=eth0 SRC=192.0.2.1 DPT=22");
+        assert_eq!((f.host, f.program), (&b"gw"[..], &b"kernel"[..]));
+        // Bare sshd messages stay bare.
+        for bare in [
+            "error: kex_exchange_identification: Connection closed by remote host",
+            "Disconnecting: Too many authentication failures [preauth]",
+            "Connection closed by 192.0.2.1 port 22 [preauth]",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0",
+            "Client gw-1 disconnected, not authorised.",
+        ] {
+            let f = frame(bare.as_bytes());
+            assert_eq!((f.format, msg(&f)), (Format::Plain, bare), "{bare}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`source`]: follows text files (position persisted, rotation, truncation, late files) and the
 //!   systemd journal (`journalctl --follow --output=json`, cursor persisted);
 //! - [`lines`]: splits bytes into lines with a length cap (longer lines are skipped and counted);
+//! - [`export`]: turns `journalctl -o export` records into journal JSON lines (`logs scan`);
 //! - [`format`](mod@format): frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
 //! - [`classify`](mod@classify): the pure, allocation-free classifier: one [`EventClass`] and the client address;
 //! - [`provenance`]: whether the line comes from a program that reports such events (journald's
@@ -25,6 +26,7 @@ pub mod analyze;
 pub mod class;
 pub mod classify;
 pub mod context;
+pub mod export;
 pub mod format;
 pub mod lines;
 pub mod provenance;
