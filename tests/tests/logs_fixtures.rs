@@ -1,4 +1,5 @@
-//! Every log fixture in `../shared/data/logs` (override with `EDGEWARDEN_LOG_FIXTURES`) is
+//! Every log fixture in `tests/fixtures/logs` (a copy of the shared reference data with its
+//! origins and licences; override with `EDGEWARDEN_LOG_FIXTURES`) is
 //! classified line by line and compared with `labels.tsv` (class and source of every line) and
 //! `expected_alerts.tsv` (alerts and per-source counts).
 //!
@@ -28,7 +29,7 @@ fn fixtures() -> PathBuf {
     if let Ok(p) = std::env::var("EDGEWARDEN_LOG_FIXTURES") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/logs");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logs");
     assert!(
         p.join("labels.tsv").is_file(),
         "log fixtures not found at {} (set EDGEWARDEN_LOG_FIXTURES)",
