@@ -748,13 +748,103 @@ struct JournalEntry<'a> {
 }
 
 /// A journal field: a string, or an array of bytes when the value is not valid UTF-8.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum JournalText<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
+    Text(Cow<'a, str>),
     Bytes(Vec<u8>),
     /// Several values for one field; the first is used.
     Many(Vec<JournalText<'a>>),
+}
+
+/// Deserialised by hand rather than as an untagged enum, which would buffer every value and try
+/// each variant in turn: journal lines are parsed once per entry, and this is most of the cost.
+impl<'de: 'a, 'a> Deserialize<'de> for JournalText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
+    type Value = JournalText<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, an array of bytes or an array of values")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut bytes = Vec::new();
+        let mut many = Vec::new();
+        while let Some(e) = seq.next_element::<JournalElem<'a>>()? {
+            match e {
+                JournalElem::Byte(b) => bytes.push(b),
+                JournalElem::Value(v) => many.push(v),
+            }
+        }
+        Ok(if many.is_empty() {
+            JournalText::Bytes(bytes)
+        } else {
+            JournalText::Many(many)
+        })
+    }
+}
+
+/// One element of an array value: a byte, or a value of a field given several times.
+enum JournalElem<'a> {
+    Byte(u8),
+    Value(JournalText<'a>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JournalElem<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = JournalElem<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte or a field value")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u8::try_from(v)
+                    .map(JournalElem::Byte)
+                    .map_err(|_| E::custom("byte out of range"))
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Owned(
+                    v.to_owned(),
+                ))))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Owned(v))))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                TextVisitor(std::marker::PhantomData)
+                    .visit_seq(seq)
+                    .map(JournalElem::Value)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 impl<'a> JournalText<'a> {
@@ -1006,6 +1096,24 @@ mod tests {
         let f = frame(br#"{"MESSAGE":[104,105,255],"_COMM":"x"}"#);
         assert_eq!(&*f.msg, b"hi\xff");
         assert_eq!(f.program, b"x");
+        // A field given several times; a value too large for journalctl (null); trusted fields.
+        let f = frame(
+            br#"{"MESSAGE":["first",[104,105]],"SYSLOG_IDENTIFIER":"sshd","_COMM":"sshd","_EXE":"/usr/sbin/sshd","_UID":"0","_TRANSPORT":"syslog","X":null,"N":5}"#,
+        );
+        assert_eq!(f.format, Format::Journal);
+        assert_eq!(msg(&f), "first");
+        let t = f.trusted.unwrap();
+        assert_eq!(
+            (t.comm, t.exe, t.uid, t.transport),
+            (
+                &b"sshd"[..],
+                &b"/usr/sbin/sshd"[..],
+                Some(0),
+                &b"syslog"[..]
+            )
+        );
+        let f = frame(br#"{"MESSAGE":null,"SYSLOG_IDENTIFIER":"sshd"}"#);
+        assert_eq!((f.format, msg(&f)), (Format::Journal, ""));
     }
 
     #[test]
