@@ -127,6 +127,9 @@ metric_names! {
     LOG_ALERTS = "log_alerts", Number, Sum, "Alerts raised from logs (brute force, user enumeration, scans, client-id takeover).";
     LOG_LINES_SKIPPED = "log_lines_skipped", Number, Sum, "Log lines skipped for exceeding the line length cap.";
     LOG_SOURCES_EVICTED = "log_sources_evicted", Number, Sum, "Source addresses dropped from the log tracker because its table was full.";
+    VIOLATIONS_DROPPED = "violations_dropped", Number, Sum, "Violations not stored because their share of the spool (one eighth) was full; reports are never dropped for them.";
+    LOG_LINES_DROPPED = "log_lines_dropped", Number, Sum, "Log lines read but not analysed because their source exceeded its budget (20,000 lines/s, bursts of 200,000).";
+    LOG_FORGED_EVENTS = "log_forged_events", Number, Sum, "Log lines reporting a security event without coming from a program that reports it (journald's process fields or the syslog tag); not counted as events.";
 }
 
 /// True when `name` is a valid custom metric name.

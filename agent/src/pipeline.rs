@@ -26,7 +26,7 @@ use crate::cli::LogsScanArgs;
 use crate::collect::Collector;
 use crate::config::{Config, ReportFormat};
 use crate::detect::{self, Engine, EngineState, ViolationEvent};
-use crate::logs::{LogAlert, LogMonitor};
+use crate::logs::{self, alerts::AlertCoalescer, LogAlert, LogMonitor};
 use crate::metrics;
 use crate::outbox::{Outbox, OutboxError, REPORTS, VIOLATIONS};
 use crate::report::{self, Aggregator, ReportIds};
@@ -121,19 +121,26 @@ impl Sink {
         }
     }
 
-    async fn violation(&mut self, cfg: &Config, line: Vec<u8>) -> Result<(), AgentError> {
+    /// Stores one tick's violations; returns how many were refused for lack of room (the spool
+    /// keeps violations within their own budget, see [`logs::alerts::SPOOL_SHARE`]).
+    async fn violations(&mut self, cfg: &Config, lines: Vec<Vec<u8>>) -> Result<u64, AgentError> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
         match self {
             Sink::Outbox { outbox, stdout } => {
-                outbox.append(VIOLATIONS, &line)?;
-                if *stdout {
-                    crate::outbox::write_stdout_line(&line);
+                for line in lines {
+                    outbox.append(VIOLATIONS, &line)?;
+                    if *stdout {
+                        crate::outbox::write_stdout_line(&line);
+                    }
                 }
+                Ok(0)
             }
-            Sink::Spool { spool, .. } => {
-                spool.append(cfg.violations_topic(), line).await?;
-            }
+            Sink::Spool { spool, .. } => Ok(spool
+                .append_many_budgeted(cfg.violations_topic(), lines, logs::alerts::SPOOL_SHARE)
+                .await?),
         }
-        Ok(())
     }
 
     fn custom_metrics(&self) -> Vec<(&'static str, MetricValue)> {
@@ -222,6 +229,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     let started = Instant::now();
     // Log alerts of the current report interval, summarised with the engine's own violations.
     let mut interval_log_alerts: Vec<&'static str> = Vec::new();
+    // Log alerts become at most one violation per kind per minute.
+    let mut coalescer = AlertCoalescer::default();
     // The first report waits for the warm-up so that it carries deltas, never cumulative counters.
     let mut next_report = started + cfg.report.warm_up.max(cfg.collect.interval);
     let mut next_state_save = started + Duration::from_secs(300);
@@ -284,16 +293,19 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                 }
             }
         }
-        for a in &log_alerts {
-            warn!(alert = a.kind.as_str(), source = %a.host, events = a.events, explanation = %a.detail, "Violation from logs.");
-            interval_log_alerts.push(a.kind.as_str());
-            lines.push(log_alert_violation(&cfg.thing_name, a));
-        }
-        for line in lines {
-            if let Err(e) = sink.violation(&cfg, line).await {
-                error!(error = %e, "Cannot store a violation; it is lost.");
-            }
-        }
+        coalescer.push(&log_alerts);
+        let due =
+            coalescer.take_due(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        lines.extend(log_alert_violations(
+            &cfg.thing_name,
+            due,
+            &mut interval_log_alerts,
+        ));
+        let dropped = store_violations(&cfg, &mut sink, lines).await;
+        snap.custom.insert(
+            metrics::VIOLATIONS_DROPPED.to_owned(),
+            MetricValue::Number(dropped as f64),
+        );
         aggregator.add(&snap);
 
         let now = Instant::now();
@@ -318,6 +330,18 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     }
 
     // Drain: write what we hold, then let the transport publish within its deadline.
+    let held = log_alert_violations(
+        &cfg.thing_name,
+        coalescer.take_all(),
+        &mut interval_log_alerts,
+    );
+    let dropped = store_violations(&cfg, &mut sink, held).await;
+    if dropped > 0 {
+        aggregator.add_custom(
+            metrics::VIOLATIONS_DROPPED,
+            MetricValue::Number(dropped as f64),
+        );
+    }
     if !aggregator.is_empty() {
         emit_report(
             &cfg,
@@ -417,44 +441,41 @@ fn log_violation(v: &ViolationEvent) {
 /// Profile name of the violations raised by log rules.
 pub const LOG_RULES_PROFILE: &str = "edgewarden-log-rules";
 
-/// A log alert as a violation event, in the same shape as the security-profile violations.
-fn log_alert_violation(thing: &str, a: &LogAlert) -> Vec<u8> {
-    use crate::logs::AlertKind;
-    let (metric, value) = match a.kind {
-        AlertKind::ClientIdTakeover => (
-            metrics::MQTT_AUTH_FAILURES,
-            serde_json::json!({ "count": a.events }),
-        ),
-        _ => match a.source {
-            Some(ip) => (
-                metrics::AUTH_FAILURE_SOURCES,
-                serde_json::json!({ "cidrs": [format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })] }),
-            ),
-            None => (
-                metrics::AUTH_FAILURE_SOURCES,
-                serde_json::json!({ "count": a.events }),
-            ),
-        },
-    };
-    let id = format!(
-        "{:016x}",
-        crate::hash::fnv1a(
-            format!("{thing}/{}/{}/{}", a.kind.as_str(), a.host, a.at_ms).as_bytes()
-        )
-    );
-    let v = serde_json::json!({
-        "violationId": id,
-        "thingName": thing,
-        "securityProfileName": LOG_RULES_PROFILE,
-        "behavior": { "name": a.kind.as_str(), "metric": metric },
-        "metricValue": value,
-        "violationEventType": "in-alarm",
-        "violationEventTime": a.at_ms,
-        "score": 1.0,
-        "explanation": a.detail,
-        "source": a.host,
-    });
-    serde_json::to_vec(&v).expect("a JSON value always serializes")
+/// Coalesced log alerts as violation events, in the same shape as the security-profile
+/// violations; their kinds are noted for the interval's summary metrics.
+fn log_alert_violations(
+    thing: &str,
+    batches: Vec<logs::alerts::AlertBatch>,
+    interval_kinds: &mut Vec<&'static str>,
+) -> Vec<Vec<u8>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let explanation = b.explanation();
+            warn!(alert = b.kind.as_str(), alerts = b.alerts, events = b.events, explanation = %explanation, "Violation from logs.");
+            interval_kinds.push(b.kind.as_str());
+            b.violation(thing, LOG_RULES_PROFILE)
+        })
+        .collect()
+}
+
+/// Stores violations; returns how many were refused (no room in their spool budget).
+async fn store_violations(cfg: &Config, sink: &mut Sink, lines: Vec<Vec<u8>>) -> u64 {
+    let n = lines.len() as u64;
+    match sink.violations(cfg, lines).await {
+        Ok(0) => 0,
+        Ok(refused) => {
+            warn!(
+                refused,
+                "Violations refused: their share of the spool is full; reports are kept."
+            );
+            refused
+        }
+        Err(e) => {
+            error!(error = %e, "Cannot store violations; they are lost.");
+            n
+        }
+    }
 }
 
 fn load_engine_state(dir: &Path) -> Option<EngineState> {

@@ -1,6 +1,7 @@
 //! Log line classification throughput on the sshd fixtures (framing + classification, the work
-//! done for every line read), and the full per-line analysis (context and tracker included).
-//! Inputs are loaded outside the timed closure.
+//! done for every line read), the full per-line analysis (context, provenance and tracker
+//! included), and framing + classification of `journalctl -o json` entries (the journal
+//! fixture). Inputs are loaded outside the timed closure.
 //!
 //! `cargo bench -j2 -p benches --bench logs`
 
@@ -25,14 +26,14 @@ fn fixture_dir() -> PathBuf {
     std::env::var("EDGEWARDEN_LOG_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/logs")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/logs")
         })
 }
 
-fn sshd_lines() -> Vec<Vec<u8>> {
+fn lines_of(files: &[&str]) -> Vec<Vec<u8>> {
     let dir = fixture_dir();
     let mut lines = Vec::new();
-    for f in SSHD_FIXTURES {
+    for f in files {
         let path = dir.join(f);
         let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         lines.extend(
@@ -45,7 +46,7 @@ fn sshd_lines() -> Vec<Vec<u8>> {
 }
 
 fn bench(c: &mut Criterion) {
-    let lines = sshd_lines();
+    let lines = lines_of(SSHD_FIXTURES);
     let mut g = c.benchmark_group("logs");
     g.throughput(Throughput::Elements(lines.len() as u64));
     g.bench_with_input(
@@ -74,6 +75,23 @@ fn bench(c: &mut Criterion) {
                     black_box(a.line(&mut s, l, 1_800_000_000_000));
                 }
                 black_box(a.take())
+            })
+        },
+    );
+    let journal = lines_of(&["journal/gateway-sshd-mosquitto.jsonl"]);
+    g.throughput(Throughput::Elements(journal.len() as u64));
+    g.bench_with_input(
+        BenchmarkId::new("classify_journal_json", journal.len()),
+        &journal,
+        |b, lines| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for l in lines {
+                    let f = frame(l);
+                    let c = classify(&f.msg);
+                    n += c.class as usize + usize::from(f.trusted.is_some());
+                }
+                black_box(n)
             })
         },
     );

@@ -11,9 +11,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::class::{ClassCounts, EventClass};
-use super::classify::{classify, Hint};
+use super::classify::{classify, Classified, Hint};
 use super::context::Context;
 use super::format::{frame, strip_inner_prefix, year_of_epoch_ms, Format, Stamp};
+use super::provenance;
 use super::tracker::{LogAlert, Rules, Signal, Tracker};
 
 /// Distinct source addresses kept per drain for the `auth_failure_sources` list.
@@ -74,6 +75,9 @@ pub struct LineOutcome {
     pub at_ms: i64,
     /// Journal cursor of the entry, journal lines only.
     pub cursor: Option<String>,
+    /// The line reports an event but does not come from a program that reports it (see
+    /// [`provenance`]); it is counted as `other` and otherwise ignored.
+    pub forged: bool,
 }
 
 /// Counts and alerts accumulated since the last [`Analyzer::take`].
@@ -88,6 +92,8 @@ pub struct Accumulated {
     pub lines: u64,
     /// Lines skipped (longer than the line cap).
     pub skipped: u64,
+    /// Lines read but not analysed: their source exceeded its line budget.
+    pub dropped: u64,
     /// Addresses that failed authentication (IP literals only), at most [`MAX_REPORTED_SOURCES`].
     pub sources: BTreeSet<IpAddr>,
     /// Addresses left out of `sources` because of the cap.
@@ -98,6 +104,8 @@ pub struct Accumulated {
     pub alerts_dropped: u64,
     /// Events seen a second time through another stream (not counted again).
     pub duplicates: u64,
+    /// Lines reporting an event without coming from a program that reports it.
+    pub forged: u64,
 }
 
 /// Shared analysis state.
@@ -164,6 +172,11 @@ impl Analyzer {
         self.acc.skipped += 1;
     }
 
+    /// Counts one line read but not analysed (its source exceeded its line budget).
+    pub fn dropped_line(&mut self) {
+        self.acc.dropped += 1;
+    }
+
     /// Takes the accumulated counts and alerts.
     pub fn take(&mut self) -> Accumulated {
         std::mem::take(&mut self.acc)
@@ -181,7 +194,16 @@ impl Analyzer {
     /// timestamp and to pick the year of syslog timestamps.
     pub fn line(&mut self, stream: &mut Stream, line: &[u8], now_ms: i64) -> LineOutcome {
         let f = frame(line);
-        let c = classify(&f.msg);
+        let mut c = classify(&f.msg);
+        let forged = !provenance::genuine(&f, &c);
+        if forged {
+            c = Classified {
+                class: EventClass::Other,
+                addr: None,
+                invalid_user: None,
+                hint: Hint::None,
+            };
+        }
         let at_ms = match f.stamp {
             Some(Stamp::EpochMs(ms)) => ms,
             Some(s @ Stamp::NoYear { .. }) => {
@@ -198,6 +220,23 @@ impl Analyzer {
             None => stream.last_ts.unwrap_or(now_ms),
         };
         stream.last_ts = Some(at_ms);
+        if forged {
+            // Kept out of the connection context too: a forged line must not re-attribute a
+            // real connection.
+            self.acc.lines += 1;
+            self.acc.forged += 1;
+            self.acc.counts.add(EventClass::Other);
+            return LineOutcome {
+                format: f.format,
+                class: EventClass::Other,
+                src: None,
+                peer: None,
+                attempts: 0,
+                at_ms,
+                cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+                forged,
+            };
+        }
         let attr = stream.ctx.attribute(f.host, f.program, f.pid, &c);
         let outcome = LineOutcome {
             format: f.format,
@@ -207,6 +246,7 @@ impl Analyzer {
             attempts: attr.attempts,
             at_ms,
             cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+            forged,
         };
         self.acc.lines += 1;
         if c.class != EventClass::Other {
@@ -232,11 +272,16 @@ impl Analyzer {
         if attr.attempts > 0 && credential {
             self.acc.auth_attempts += u64::from(attr.attempts);
         }
-        if let Some(peer) = attr.peer.as_deref() {
+        // Only an address written in the line (or by the connection's own opening line) names a
+        // source; a peer guessed from the latest connection of a single-process server counts
+        // the event above but never reaches the source list or the per-source rules.
+        // Such events feed the per-source rules under the empty host, whose alerts name no one.
+        let named = attr.src.as_deref();
+        if let Some(peer) = named.or(attr.peer.as_ref().map(|_| "")) {
             let failed = credential
                 || c.class == EventClass::MqttNotAuthorised
                 || c.class == EventClass::TlsFailure;
-            if failed {
+            if failed && named.is_some() {
                 if let Ok(ip) = peer.parse::<IpAddr>() {
                     if self.acc.sources.len() < MAX_REPORTED_SOURCES
                         || self.acc.sources.contains(&ip)
@@ -284,7 +329,7 @@ impl Analyzer {
         }
         if c.class == EventClass::MqttClientIdConflict {
             if let Hint::ClientId(id) = c.hint {
-                if let Some(a) = self.tracker.takeover(id, attr.peer.as_deref(), at_ms) {
+                if let Some(a) = self.tracker.takeover(id, attr.src.as_deref(), at_ms) {
                     self.push_alert(a);
                 }
             }
@@ -338,5 +383,27 @@ mod tests {
         a.line(&mut file, f, 3_000);
         let acc = a.take();
         assert_eq!((acc.auth_attempts, acc.duplicates), (2, 1));
+    }
+
+    #[test]
+    fn a_journal_entry_claiming_sshd_from_logger_counts_nothing() {
+        let mut a = Analyzer::new(Rules {
+            brute_force_failures: 1,
+            ..Rules::default()
+        });
+        let mut journal = Stream::new();
+        for port in 1..=5 {
+            let j = format!(
+                r#"{{"MESSAGE":"Failed password for invalid user x from 10.9.9.9 port {port} ssh2","SYSLOG_IDENTIFIER":"sshd","SYSLOG_PID":"41","_PID":"4242","_COMM":"logger","_EXE":"/usr/bin/logger","_UID":"1000","_TRANSPORT":"syslog"}}"#
+            );
+            let o = a.line(&mut journal, j.as_bytes(), 1_000);
+            assert!(o.forged);
+            assert_eq!((o.class, o.src), (EventClass::Other, None));
+        }
+        let acc = a.take();
+        assert_eq!(acc.forged, 5);
+        assert_eq!(acc.auth_attempts, 0);
+        assert_eq!(acc.counts.get(EventClass::Other), 5);
+        assert!(acc.sources.is_empty() && acc.alerts.is_empty());
     }
 }

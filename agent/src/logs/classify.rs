@@ -6,10 +6,13 @@
 //! `sshd-session` and Solaris variants), Dropbear, Linux-PAM, sudo/su/login, Mosquitto and kernel
 //! firewall `LOG` lines; it does not care which program wrote the line.
 //!
-//! The client address is taken from the field the daemon writes it in, never from "the last
-//! `from <ip>`": user names and client-supplied strings are attacker-controlled, so each pattern
-//! accepts a candidate `from <host>` only when what follows it is what the daemon writes after
-//! the address (`port N`, `ssh2`, end of line, `: <key fingerprint>`, `via <host>` …).
+//! The client address is taken from the field the daemon writes it in. User names, PAM `ruser=`/
+//! `user=` values and MQTT client ids are attacker-controlled and come *before* the address, so
+//! addresses are parsed from the end: each pattern takes the last ` from <host>` whose remainder is
+//! exactly what the daemon writes after the address (`port N`, `ssh2`, end of line,
+//! `: <key type> <fingerprint>`, `via <host>` …). When the text admits more than one reading (a
+//! PAM record whose `ruser=` or `user=` holds another `rhost=`, a certificate key id holding a
+//! `from`), no address is returned: the event still counts, but names no source.
 
 use super::class::EventClass;
 use super::format::strip_inner_prefix;
@@ -144,7 +147,7 @@ pub fn classify(msg: &[u8]) -> Classified<'_> {
 
 fn classify_a(m: &[u8]) -> Option<Classified<'_>> {
     if let Some(r) = m.strip_prefix(b"Accepted ") {
-        let addr = from_host(r, accept_after_port);
+        let addr = sshd_from_tail(r).0;
         return Some(Classified::with(EventClass::AuthSuccess, addr));
     }
     if m.starts_with(b"Address ") {
@@ -259,7 +262,7 @@ fn classify_d(m: &[u8]) -> Option<Classified<'_>> {
                 .map(|rest| &rest[..rest.iter().position(|&b| b == b' ').unwrap_or(rest.len())]);
             let c = Classified::new(EventClass::MqttAclDenied);
             return Some(match id {
-                Some(id) => c.hint(Hint::ClientId(id)),
+                Some(id) => c.hint(Hint::ClientId(&id[..id.len().min(MAX_CLIENT_ID)])),
                 None => c,
             });
         }
@@ -291,7 +294,7 @@ fn classify_f(m: &[u8]) -> Option<Classified<'_>> {
         let Some(rest) = r[sp..].strip_prefix(b" for ") else {
             return Some(OTHER);
         };
-        let (addr, user_end) = from_host_pos(rest, accept_after_port);
+        let (addr, user_end) = sshd_from_tail(rest);
         let mut c = Classified::with(EventClass::AuthFailure, addr);
         if let Some(u) = rest.strip_prefix(b"invalid user ") {
             let end = user_end
@@ -433,7 +436,7 @@ fn classify_p(m: &[u8]) -> Option<Classified<'_>> {
         return None;
     }
     if let Some(r) = m.strip_prefix(b"Postponed ") {
-        let addr = from_host(r, accept_after_port);
+        let addr = sshd_from_tail(r).0;
         return Some(Classified::with(EventClass::Other, addr));
     }
     if let Some(r) = m
@@ -566,46 +569,67 @@ fn classify_lower_d(m: &[u8]) -> Option<Classified<'_>> {
     None
 }
 
+/// Longest MQTT client id kept (bytes); longer ids are cut (MQTT allows 65,535).
+pub const MAX_CLIENT_ID: usize = 256;
+
+/// Mosquitto's endings of `Client <id> …` lines. The id may contain spaces and any text, so a line
+/// is matched by its exact ending and the id is everything between `Client ` and that ending.
+const MQTT_CLIENT_ENDINGS: [(&[u8], EventClass); 6] = [
+    (
+        b" disconnected, not authorised.",
+        EventClass::MqttNotAuthorised,
+    ),
+    (
+        b" disconnected, not authorized.",
+        EventClass::MqttNotAuthorised,
+    ),
+    (
+        b" already connected, closing old connection.",
+        EventClass::MqttClientIdConflict,
+    ),
+    (
+        b" has exceeded timeout, disconnecting.",
+        EventClass::MqttKeepaliveTimeout,
+    ),
+    (
+        b" disconnected due to protocol error.",
+        EventClass::MqttProtocolError,
+    ),
+    (
+        b" disconnected due to malformed packet.",
+        EventClass::MqttProtocolError,
+    ),
+];
+
 /// Mosquitto `Client <id> …` lines.
 fn classify_mqtt_client(r: &[u8]) -> Classified<'_> {
     // `Client connection from H failed: error:0A00010B:SSL routines::wrong version number.`
     if let Some(rest) = r.strip_prefix(b"connection from ") {
         if let Some(f) = find(rest, b" failed: ") {
-            let addr = norm_host(&rest[..f]);
-            return Classified::with(EventClass::TlsFailure, addr);
+            if let Some(addr) = norm_host(&rest[..f]) {
+                return Classified::with(EventClass::TlsFailure, Some(addr));
+            }
         }
     }
-    let sp = r.iter().position(|&b| b == b' ').unwrap_or(r.len());
-    let id = &r[..sp];
-    let mut rest = &r[sp..];
-    // Newer brokers add the address: `Client <id> [H:P] disconnected, not authorised.`
-    let mut addr = None;
-    if let Some(b) = rest.strip_prefix(b" [") {
-        if let Some(close) = b.iter().position(|&c| c == b']') {
-            addr = host_port_token(&b[..close]);
-            rest = &b[close + 1..];
+    for (ending, class) in MQTT_CLIENT_ENDINGS {
+        let Some(mut id) = r.strip_suffix(ending).or_else(|| {
+            // Mosquitto ≤ 1.6 writes some of them without the final full stop.
+            ending.strip_suffix(b".").and_then(|e| r.strip_suffix(e))
+        }) else {
+            continue;
+        };
+        // Newer brokers add the address after the id: `Client <id> [H:P] disconnected, …`.
+        let mut addr = None;
+        if id.last() == Some(&b']') {
+            if let Some(open) = rfind(id, b" [") {
+                if let Some(a) = host_port_token(&id[open + 2..id.len() - 1]) {
+                    addr = Some(a);
+                    id = &id[..open];
+                }
+            }
         }
-    }
-    let c = classify_mqtt_client_rest(id, rest);
-    Classified { addr, ..c }
-}
-
-fn classify_mqtt_client_rest<'a>(id: &'a [u8], rest: &'a [u8]) -> Classified<'a> {
-    if rest.starts_with(b" disconnected, not authorised")
-        || rest.starts_with(b" disconnected, not authorized")
-    {
-        return Classified::new(EventClass::MqttNotAuthorised).hint(Hint::ClientId(id));
-    }
-    if rest.starts_with(b" already connected, closing old connection") {
-        return Classified::new(EventClass::MqttClientIdConflict).hint(Hint::ClientId(id));
-    }
-    if rest.starts_with(b" has exceeded timeout") {
-        return Classified::new(EventClass::MqttKeepaliveTimeout).hint(Hint::ClientId(id));
-    }
-    if rest.starts_with(b" disconnected due to protocol error")
-        || rest.starts_with(b" disconnected due to malformed packet")
-    {
-        return Classified::new(EventClass::MqttProtocolError).hint(Hint::ClientId(id));
+        let id = &id[..id.len().min(MAX_CLIENT_ID)];
+        return Classified::with(class, addr).hint(Hint::ClientId(id));
     }
     OTHER
 }
@@ -753,34 +777,154 @@ fn after_port(rest: &[u8]) -> &[u8] {
     r
 }
 
-/// After the address of `Failed`/`Accepted`/`Postponed` lines: `port N sshN` then end, a `: `
-/// suffix (key fingerprint, client user/host) or `[preauth]`.
-fn accept_after_port(rest: &[u8]) -> bool {
-    let r = trim_end_ws(after_port(rest));
-    r.is_empty() || r.first() == Some(&b':') || r == b" [preauth]"
+/// The address of `Failed`/`Accepted`/`Postponed` lines (`… for U from H port N sshN[: <key>]`),
+/// parsed from the end, and where its ` from ` starts (the end of the user name).
+///
+/// The last ` from H port N` followed by what sshd writes there (end of line, `[preauth]`, or a
+/// key description) is the daemon's: the user name comes before it and cannot add text after it.
+/// Otherwise (old `ssh1: ruser …` suffixes, a certificate key id containing ` from `), a single
+/// ` from H port N: …` candidate is taken; several are ambiguous and give no address. A line
+/// without a port (`… from H` at the end) is the last resort.
+fn sshd_from_tail(s: &[u8]) -> (Option<&[u8]>, Option<usize>) {
+    // Candidates in strict form, last first; a certificate's key id comes after the address and
+    // may imitate one, so a certificate line with two strict candidates is ambiguous.
+    let mut strict: (Option<&[u8]>, Option<usize>) = (None, None);
+    let mut strict_cert = false;
+    let mut strict_count = 0;
+    for_each_from(s, |h, start, rest| {
+        let (ported, r) = after_port_checked(rest);
+        if !ported {
+            return false;
+        }
+        let r = trim_end_ws(r);
+        let key = match r.strip_prefix(b": ") {
+            Some(k) => key_suffix(k),
+            None if r.is_empty() || r == b" [preauth]" => KeySuffix::Plain,
+            None => KeySuffix::No,
+        };
+        if key == KeySuffix::No {
+            return false;
+        }
+        strict_count += 1;
+        if strict_count == 1 {
+            strict = (Some(h), Some(start));
+            strict_cert = key == KeySuffix::Cert;
+            // Nothing client-supplied follows a plain key: the last candidate is the daemon's.
+            return !strict_cert;
+        }
+        true
+    });
+    if strict_count == 1 || (strict_count > 1 && !strict_cert) {
+        return strict;
+    }
+    if strict_count > 1 {
+        return (None, None);
+    }
+    let mut found: (Option<&[u8]>, Option<usize>) = (None, None);
+    let mut candidates = 0;
+    for_each_from(s, |h, start, rest| {
+        let (ported, r) = after_port_checked(rest);
+        if ported && r.first() == Some(&b':') {
+            candidates += 1;
+            found = (Some(h), Some(start));
+        }
+        false
+    });
+    match candidates {
+        1 => found,
+        0 => from_host_pos(s, |rest| trim_end_ws(rest).is_empty()),
+        _ => (None, None),
+    }
 }
 
-/// First ` from <host>` whose remainder satisfies `accept`.
+/// ` port N` then an optional ` sshN`: whether the port was there, and the remainder.
+fn after_port_checked(rest: &[u8]) -> (bool, &[u8]) {
+    let r = after_port(rest);
+    (r.len() < rest.len() && rest.starts_with(b" port "), r)
+}
+
+/// How the text after `sshN: ` reads as a key description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySuffix {
+    /// Not a key description.
+    No,
+    /// `TYPE FINGERPRINT` (or nothing at all).
+    Plain,
+    /// `TYPE-CERT FP ID <key id> (serial N) CA TYPE FP`: the key id is client-supplied.
+    Cert,
+}
+
+/// What sshd writes after `sshN: ` for a key: `TYPE FINGERPRINT`, or for a certificate
+/// `TYPE-CERT FP ID <key id> (serial N) CA TYPE FP`.
+fn key_suffix(r: &[u8]) -> KeySuffix {
+    let word = |t: &[u8]| {
+        !t.is_empty()
+            && t.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@' | b'.'))
+    };
+    let fp = |t: &[u8]| !t.is_empty() && !t.contains(&b' ');
+    let mut parts = r.splitn(3, |&b| b == b' ');
+    let (Some(kind), Some(print)) = (parts.next(), parts.next()) else {
+        return KeySuffix::No;
+    };
+    if !word(kind) || !fp(print) {
+        return KeySuffix::No;
+    }
+    let Some(cert) = parts.next() else {
+        return KeySuffix::Plain;
+    };
+    let Some(id_and_ca) = cert.strip_prefix(b"ID ") else {
+        return KeySuffix::No;
+    };
+    let Some(ca) = rfind(id_and_ca, b" CA ") else {
+        return KeySuffix::No;
+    };
+    let mut t = id_and_ca[ca + 4..].splitn(2, |&b| b == b' ');
+    match (t.next(), t.next()) {
+        (Some(k), Some(p)) if word(k) && fp(p) && id_and_ca[..ca].ends_with(b")") => {
+            KeySuffix::Cert
+        }
+        _ => KeySuffix::No,
+    }
+}
+
+/// Calls `f(host, start_of_from, rest_after_host)` for each ` from <host>` of `s`, last first,
+/// until `f` returns true.
+fn for_each_from<'a>(s: &'a [u8], mut f: impl FnMut(&'a [u8], usize, &'a [u8]) -> bool) {
+    let mut end = s.len();
+    while let Some(at) = rfind(&s[..end], b"from ") {
+        if at == 0 || s[at - 1] == b' ' {
+            let start = at.saturating_sub(1);
+            if let Some((h, used)) = host_token(&s[at + 5..]) {
+                if f(h, start, &s[at + 5 + used..]) {
+                    return;
+                }
+            }
+        }
+        // Occurrences of `from ` cannot overlap: the next one ends before this one starts.
+        end = at;
+    }
+}
+
+/// Last ` from <host>` whose remainder satisfies `accept`.
 fn from_host(s: &[u8], accept: impl Fn(&[u8]) -> bool) -> Option<&[u8]> {
     from_host_pos(s, accept).0
 }
 
 /// Like [`from_host`], also returning where the accepted ` from ` starts (end of the user name).
+/// Scans from the end: what a daemon writes after the address follows every client-supplied
+/// field, so the last match is the daemon's.
 fn from_host_pos(s: &[u8], accept: impl Fn(&[u8]) -> bool) -> (Option<&[u8]>, Option<usize>) {
-    let mut from = 0;
-    while let Some(i) = find(&s[from..], b"from ") {
-        let at = from + i;
-        if at == 0 || s[at - 1] == b' ' {
-            let start = if at == 0 { 0 } else { at - 1 };
-            if let Some((h, used)) = host_token(&s[at + 5..]) {
-                if accept(&s[at + 5 + used..]) {
-                    return (Some(h), Some(start));
-                }
-            }
+    let mut out = (None, None);
+    for_each_from(s, |h, start, rest| {
+        if accept(rest) {
+            out = (Some(h), Some(start));
+            true
+        } else {
+            false
         }
-        from = at + 5;
-    }
-    (None, None)
+    });
+    out
 }
 
 /// Dropbear: ` from H:P` at the end of the line (the last one: user names are quoted earlier).
@@ -842,24 +986,35 @@ fn trim_punct(t: &[u8]) -> &[u8] {
     &t[..e]
 }
 
-/// `rhost=` of a PAM record: the first `rhost=` value followed by end of line, ` user=…` or
-/// `[preauth]` (`ruser=` and `user=` are client-controlled and may contain `rhost=`).
+/// `rhost=` of a PAM record (`… ruser=R rhost=H [user=U]`). `ruser=` and `user=` are
+/// client-controlled and may hold text like ` rhost=X user=`, so every `rhost=` that follows a
+/// `ruser=` and is followed by what libpam writes next (end of record, `user=`, `[preauth]`) is a
+/// candidate; when the candidates disagree the record is ambiguous and gives no address.
 fn pam_rhost(r: &[u8]) -> Option<&[u8]> {
+    let first_ruser = find(r, b"ruser=");
+    let mut found: Option<&[u8]> = None;
     let mut from = 0;
     while let Some(i) = find(&r[from..], b"rhost=") {
         let at = from + i;
-        if at == 0 || r[at - 1] == b' ' {
-            let v = &r[at + 6..];
-            let end = v.iter().position(|&b| b == b' ').unwrap_or(v.len());
-            let rest = trim_end_ws(&v[end..]);
-            let rest_trim = trim_start_ws(rest);
-            if rest.is_empty() || rest_trim.starts_with(b"user=") || rest_trim == b"[preauth]" {
-                return norm_host(&v[..end]);
-            }
-        }
         from = at + 6;
+        if at == 0 || r[at - 1] != b' ' || first_ruser.is_some_and(|u| at < u) {
+            continue;
+        }
+        let v = &r[at + 6..];
+        let end = v.iter().position(|&b| b == b' ').unwrap_or(v.len());
+        let rest = trim_start_ws(trim_end_ws(&v[end..]));
+        if !(rest.is_empty() || rest.starts_with(b"user=") || rest == b"[preauth]") {
+            continue;
+        }
+        // An empty `rhost=` (local login) is a candidate too: it disagrees with any address.
+        let h = &v[..end];
+        match found {
+            None => found = Some(h),
+            Some(f) if f == h => {}
+            Some(_) => return None,
+        }
     }
-    None
+    found.and_then(norm_host)
 }
 
 /// Normalises and validates an address token: an IP literal (IPv4-mapped IPv6 reduced to IPv4)
@@ -1025,11 +1180,40 @@ mod tests {
             F,
             Some("127.0.0.1"),
         );
-        is("Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2 port 55555 ssh2", F, Some("127.0.0.1"));
+        // sshd writes nothing but a key description after `ssh2: `, so this is the user name
+        // `test from 127.0.0.1 port 58946 ssh2:` failing from 10.10.1.2.
+        is("Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2 port 55555 ssh2", F, Some("10.10.1.2"));
         is(
             "Failed password for user from 127.0.0.1 port 20000 ssh1: ruser from 1.2.3.4",
             F,
             Some("127.0.0.1"),
+        );
+        is(
+            "Failed password for invalid user a from 10.9.9.9 port 22 ssh2: x from 192.0.2.5 port 4711 ssh2",
+            F,
+            Some("192.0.2.5"),
+        );
+        is(
+            "Failed publickey for invalid user a from 10.9.9.9 port 22 ssh2: RSA SHA256:x from 192.0.2.5 port 4711 ssh2: ED25519 SHA256:Zm9v",
+            F,
+            Some("192.0.2.5"),
+        );
+        is(
+            "Accepted publickey for git from 192.0.2.6 port 9 ssh2: ED25519-CERT SHA256:AAA ID gw-7 (serial 3) CA ED25519 SHA256:BBB",
+            EventClass::AuthSuccess,
+            Some("192.0.2.6"),
+        );
+        // A certificate key id containing ` from … ssh2: `: one reading only, the key id's.
+        is(
+            "Failed publickey for invalid user a from 192.0.2.6 port 9 ssh2: ED25519-CERT SHA256:AAA ID x from 10.9.9.9 port 22 ssh2: y (serial 3) CA ED25519 SHA256:BBB",
+            F,
+            Some("192.0.2.6"),
+        );
+        // A key id imitating a whole certificate description: two readings, no address.
+        is(
+            "Failed publickey for invalid user a from 192.0.2.6 port 9 ssh2: ED25519-CERT SHA256:AAA ID x from 10.9.9.9 port 22 ssh2: T-CERT F ID z (serial 3) CA ED25519 SHA256:BBB",
+            F,
+            None,
         );
         is(
             "Failed password for invalid user ROOT from aaaa:bbbb:cccc:1234::1:1",
@@ -1042,7 +1226,11 @@ mod tests {
     fn pam_rhost_ignores_injected_values() {
         use EventClass::PamFailure as P;
         is("pam_unix(auth): authentication failure; logname= uid=0 euid=0 tty=xxx ruser=test rhost=192.0.2.151 rhost=192.0.2.1", P, Some("192.0.2.1"));
-        is("pam_unix(auth): authentication failure; logname= uid=0 euid=0 tty=xxx ruser= rhost=192.0.2.2 user=test rhost=192.0.2.152", P, Some("192.0.2.2"));
+        // `user=` holding a second `rhost=`: two readings, no address.
+        is("pam_unix(auth): authentication failure; logname= uid=0 euid=0 tty=xxx ruser= rhost=192.0.2.2 user=test rhost=192.0.2.152", P, None);
+        // `ruser=` holding `rhost=A user=…` before the real `rhost=`: two readings, no address.
+        is("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser=x rhost=10.9.9.9 user=y rhost=192.0.2.3  user=root", P, None);
+        is("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.3  user=root", P, Some("192.0.2.3"));
         is("pam_unix(sshd:auth): check pass; user unknown", P, None);
     }
 
@@ -1070,6 +1258,25 @@ mod tests {
             Some("198.51.100.215"),
         );
         is("[825] Jul 10 23:57:29 Exit before auth from <192.0.2.3:52289>: (user 'root', 10 fails): Max auth tries reached - user 'root'", EventClass::AuthLimit, Some("192.0.2.3"));
+    }
+
+    #[test]
+    fn mqtt_client_ids_are_matched_by_the_whole_ending() {
+        let evil = classify(
+            b"Client evil already connected, closing old connection. closed its connection.",
+        );
+        assert_eq!(evil.class, EventClass::Other);
+        let real = classify(b"Client a b already connected, closing old connection.");
+        assert_eq!(real.class, EventClass::MqttClientIdConflict);
+        assert_eq!(real.hint, Hint::ClientId(b"a b"));
+        let long = format!(
+            "Client {} already connected, closing old connection.",
+            "x".repeat(60 * 1024)
+        );
+        match classify(long.as_bytes()).hint {
+            Hint::ClientId(id) => assert_eq!(id.len(), MAX_CLIENT_ID),
+            h => panic!("{h:?}"),
+        }
     }
 
     #[test]

@@ -115,13 +115,18 @@ impl Context {
                 ..ConnState::default()
             };
         }
-        let src = own.clone().or_else(|| {
-            if pid.is_some() {
-                st.start.clone()
-            } else {
-                None
-            }
-        });
+        // The connection-opening line is written before the client sends anything, so its address
+        // is the connection's own; a later line of the same process naming another address has
+        // been shaped by client input and yields to it.
+        let start = if pid.is_some() {
+            st.start.clone()
+        } else {
+            None
+        };
+        let src = match (own.clone(), start) {
+            (Some(o), Some(s)) if o != s => Some(s),
+            (o, s) => o.or(s),
+        };
         let peer = src.clone().or_else(|| st.last.clone());
         if let Some(o) = own {
             st.last = Some(o);
@@ -286,5 +291,15 @@ mod tests {
             &classify(b"fatal: Unable to negotiate a key exchange method [preauth]"),
         );
         assert_eq!(other.src, None);
+    }
+
+    #[test]
+    fn a_line_naming_another_address_than_its_connection_yields_to_the_connection() {
+        let mut ctx = Context::new();
+        let c = classify(b"Connection from 192.0.2.10 port 62004 on 192.0.2.1 port 22");
+        ctx.attribute(b"h", b"sshd", Some(3), &c);
+        let forged = classify(b"Failed password for invalid user x from 10.9.9.9 port 22 ssh2");
+        let a = ctx.attribute(b"h", b"sshd", Some(3), &forged);
+        assert_eq!(a.src.as_deref(), Some("192.0.2.10"));
     }
 }

@@ -15,6 +15,10 @@
 //! - Mosquitto's own log file: `1795801273: message` (epoch seconds), or an ISO timestamp followed
 //!   by `: ` when `log_timestamp_format` is set.
 //!
+//! - Syslog lines without a timestamp: `host prog[pid]: message`, `prog[pid]: message`,
+//!   `host prog: message` (a leading `word: ` alone is not a tag: sshd writes `error: …`).
+//! - `journalctl -o export` records, once [`super::export`] has turned them into journal JSON.
+//!
 //! Anything else is framed as a bare message. Framing never fails and never allocates for the text
 //! forms; journal messages with JSON escapes are unescaped into an owned buffer.
 //!
@@ -39,6 +43,8 @@ pub enum Format {
     Journal,
     /// Mosquitto file log (epoch seconds prefix).
     Mosquitto,
+    /// Syslog-like line without a timestamp (`host prog[pid]: message`).
+    Untimed,
     /// Nothing recognised: the whole line is the message.
     Plain,
 }
@@ -52,6 +58,7 @@ impl Format {
             Format::Rfc5424 => "rfc5424",
             Format::Journal => "journal-json",
             Format::Mosquitto => "mosquitto",
+            Format::Untimed => "syslog-untimed",
             Format::Plain => "plain",
         }
     }
@@ -102,6 +109,32 @@ pub struct Frame<'a> {
     pub msg: Cow<'a, [u8]>,
     /// Journal cursor (`__CURSOR`), journal lines only.
     pub cursor: Option<Cow<'a, str>>,
+    /// The fields journald itself adds to an entry (journal lines only): what the process is,
+    /// as opposed to what its message says it is.
+    pub trusted: Option<Trusted<'a>>,
+}
+
+/// Fields journald adds to an entry from the kernel's view of the sender; a client cannot set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trusted<'a> {
+    /// `_COMM`: the process name (settable by the process itself; empty when absent).
+    pub comm: &'a [u8],
+    /// `_EXE`: the executable's path (empty when absent, e.g. the process had already exited).
+    pub exe: &'a [u8],
+    /// `_UID`: the sender's user id, from the socket credentials.
+    pub uid: Option<u32>,
+    /// `_TRANSPORT`: `syslog`, `journal`, `stdout`, `kernel`, … (empty when absent).
+    pub transport: &'a [u8],
+}
+
+impl Trusted<'_> {
+    /// True when the entry carries none of the trusted fields (not written by journald).
+    pub fn is_empty(&self) -> bool {
+        self.comm.is_empty()
+            && self.exe.is_empty()
+            && self.uid.is_none()
+            && self.transport.is_empty()
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -114,6 +147,7 @@ impl<'a> Frame<'a> {
             pid: None,
             msg: Cow::Borrowed(msg),
             cursor: None,
+            trusted: None,
         }
     }
 }
@@ -157,7 +191,19 @@ pub fn frame(line: &[u8]) -> Frame<'_> {
         }
         _ => {}
     }
-    Frame::plain(Format::Plain, s)
+    frame_untimed(s).unwrap_or_else(|| Frame::plain(Format::Plain, s))
+}
+
+/// A syslog line without its timestamp, as journald's `short` output minus the date or as
+/// fail2ban reads the journal: `host prog[pid]: message`, `prog[pid]: message` or
+/// `host prog: message`. A bare `word: message` is not taken for a tag (sshd writes `error: …`).
+fn frame_untimed(s: &[u8]) -> Option<Frame<'_>> {
+    if !s.first().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let f = host_tag(Format::Untimed, None, s);
+    let tagged = !f.program.is_empty() && (f.pid.is_some() || !f.host.is_empty());
+    tagged.then_some(f)
 }
 
 /// `<PRI>` followed by RFC 5424 (`1 `), ISO or BSD syslog.
@@ -234,6 +280,7 @@ fn frame_5424(s: &[u8]) -> Option<Frame<'_>> {
         pid: parse_u32(procid),
         msg: Cow::Borrowed(msg),
         cursor: None,
+        trusted: None,
     })
 }
 
@@ -264,6 +311,7 @@ fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
             pid: None,
             msg: Cow::Borrowed(&s[digits + 2..]),
             cursor: None,
+            trusted: None,
         });
     }
     if (9..=11).contains(&digits) && s.get(digits) == Some(&b'.') {
@@ -298,6 +346,7 @@ fn frame_numeric(s: &[u8]) -> Option<Frame<'_>> {
             pid: None,
             msg: Cow::Borrowed(msg),
             cursor: None,
+            trusted: None,
         });
     }
     let rest = rest.strip_prefix(b" ")?;
@@ -449,6 +498,7 @@ fn host_tag(format: Format, stamp: Option<Stamp>, s: &[u8]) -> Frame<'_> {
         pid: None,
         msg: Cow::Borrowed(s),
         cursor: None,
+        trusted: None,
     };
     let mut s = s;
     // BusyBox syslogd and logread put `facility.level` before or after the host.
@@ -674,6 +724,12 @@ struct JournalEntry<'a> {
     ident: Option<JournalText<'a>>,
     #[serde(rename = "_COMM", borrow, default)]
     comm: Option<JournalText<'a>>,
+    #[serde(rename = "_EXE", borrow, default)]
+    exe: Option<JournalText<'a>>,
+    #[serde(rename = "_UID", borrow, default)]
+    uid: Option<JournalText<'a>>,
+    #[serde(rename = "_TRANSPORT", borrow, default)]
+    transport: Option<JournalText<'a>>,
     #[serde(rename = "SYSLOG_PID", borrow, default)]
     syslog_pid: Option<JournalText<'a>>,
     #[serde(rename = "_PID", borrow, default)]
@@ -692,13 +748,103 @@ struct JournalEntry<'a> {
 }
 
 /// A journal field: a string, or an array of bytes when the value is not valid UTF-8.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum JournalText<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
+    Text(Cow<'a, str>),
     Bytes(Vec<u8>),
     /// Several values for one field; the first is used.
     Many(Vec<JournalText<'a>>),
+}
+
+/// Deserialised by hand rather than as an untagged enum, which would buffer every value and try
+/// each variant in turn: journal lines are parsed once per entry, and this is most of the cost.
+impl<'de: 'a, 'a> Deserialize<'de> for JournalText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
+    type Value = JournalText<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, an array of bytes or an array of values")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(JournalText::Text(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut bytes = Vec::new();
+        let mut many = Vec::new();
+        while let Some(e) = seq.next_element::<JournalElem<'a>>()? {
+            match e {
+                JournalElem::Byte(b) => bytes.push(b),
+                JournalElem::Value(v) => many.push(v),
+            }
+        }
+        Ok(if many.is_empty() {
+            JournalText::Bytes(bytes)
+        } else {
+            JournalText::Many(many)
+        })
+    }
+}
+
+/// One element of an array value: a byte, or a value of a field given several times.
+enum JournalElem<'a> {
+    Byte(u8),
+    Value(JournalText<'a>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JournalElem<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = JournalElem<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte or a field value")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u8::try_from(v)
+                    .map(JournalElem::Byte)
+                    .map_err(|_| E::custom("byte out of range"))
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Owned(
+                    v.to_owned(),
+                ))))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JournalElem::Value(JournalText::Text(Cow::Owned(v))))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                TextVisitor(std::marker::PhantomData)
+                    .visit_seq(seq)
+                    .map(JournalElem::Value)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 impl<'a> JournalText<'a> {
@@ -775,6 +921,7 @@ fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
                     pid: None,
                     msg: Cow::Owned(trim_end(&b).to_vec()),
                     cursor: None,
+                    trusted: None,
                 },
             });
         }
@@ -794,6 +941,20 @@ fn frame_journal(s: &[u8]) -> Option<Frame<'_>> {
             .map(JournalText::into_bytes)
             .unwrap_or(Cow::Borrowed(b"")),
         cursor: e.cursor,
+        trusted: Some(Trusted {
+            comm: e.comm.as_ref().map(JournalText::as_borrowed).unwrap_or(b""),
+            exe: e.exe.as_ref().map(JournalText::as_borrowed).unwrap_or(b""),
+            uid: e
+                .uid
+                .as_ref()
+                .and_then(JournalText::number)
+                .and_then(|u| u32::try_from(u).ok()),
+            transport: e
+                .transport
+                .as_ref()
+                .map(JournalText::as_borrowed)
+                .unwrap_or(b""),
+        }),
     })
 }
 
@@ -876,6 +1037,38 @@ mod tests {
     }
 
     #[test]
+    fn lines_without_a_timestamp() {
+        let f = frame(b"gw sshd[812]: Failed password for root from 192.0.2.1 port 22 ssh2");
+        assert_eq!(f.format, Format::Untimed);
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b"gw"[..], &b"sshd"[..], Some(812))
+        );
+        assert_eq!(
+            msg(&f),
+            "Failed password for root from 192.0.2.1 port 22 ssh2"
+        );
+        let f = frame(b"sshd-session[9]: Connection closed by 192.0.2.1 port 4 [preauth]");
+        assert_eq!(
+            (f.host, f.program, f.pid),
+            (&b""[..], &b"sshd-session"[..], Some(9))
+        );
+        let f = frame(b"gw kernel: [UFW BLOCK] IN=eth0 SRC=192.0.2.1 DPT=22");
+        assert_eq!((f.host, f.program), (&b"gw"[..], &b"kernel"[..]));
+        // Bare sshd messages stay bare.
+        for bare in [
+            "error: kex_exchange_identification: Connection closed by remote host",
+            "Disconnecting: Too many authentication failures [preauth]",
+            "Connection closed by 192.0.2.1 port 22 [preauth]",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0",
+            "Client gw-1 disconnected, not authorised.",
+        ] {
+            let f = frame(bare.as_bytes());
+            assert_eq!((f.format, msg(&f)), (Format::Plain, bare), "{bare}");
+        }
+    }
+
+    #[test]
     fn iso_and_rfc5424_lines() {
         let f = frame(b"2015-04-16T18:02:50.321974+00:00 host sshd[2716]: pam_unix(sshd:auth): x");
         assert_eq!(f.format, Format::Iso);
@@ -903,6 +1096,24 @@ mod tests {
         let f = frame(br#"{"MESSAGE":[104,105,255],"_COMM":"x"}"#);
         assert_eq!(&*f.msg, b"hi\xff");
         assert_eq!(f.program, b"x");
+        // A field given several times; a value too large for journalctl (null); trusted fields.
+        let f = frame(
+            br#"{"MESSAGE":["first",[104,105]],"SYSLOG_IDENTIFIER":"sshd","_COMM":"sshd","_EXE":"/usr/sbin/sshd","_UID":"0","_TRANSPORT":"syslog","X":null,"N":5}"#,
+        );
+        assert_eq!(f.format, Format::Journal);
+        assert_eq!(msg(&f), "first");
+        let t = f.trusted.unwrap();
+        assert_eq!(
+            (t.comm, t.exe, t.uid, t.transport),
+            (
+                &b"sshd"[..],
+                &b"/usr/sbin/sshd"[..],
+                Some(0),
+                &b"syslog"[..]
+            )
+        );
+        let f = frame(br#"{"MESSAGE":null,"SYSLOG_IDENTIFIER":"sshd"}"#);
+        assert_eq!((f.format, msg(&f)), (Format::Journal, ""));
     }
 
     #[test]

@@ -5,23 +5,31 @@
 //! - [`source`]: follows text files (position persisted, rotation, truncation, late files) and the
 //!   systemd journal (`journalctl --follow --output=json`, cursor persisted);
 //! - [`lines`]: splits bytes into lines with a length cap (longer lines are skipped and counted);
+//! - [`export`]: turns `journalctl -o export` records into journal JSON lines (`logs scan`);
 //! - [`format`](mod@format): frames a line (BSD syslog, ISO 8601, RFC 5424, journal JSON, Mosquitto);
 //! - [`classify`](mod@classify): the pure, allocation-free classifier: one [`EventClass`] and the client address;
+//! - [`provenance`]: whether the line comes from a program that reports such events (journald's
+//!   own fields for journal entries, the syslog tag for text lines); forged events are counted
+//!   apart and otherwise ignored;
 //! - [`context`]: per-stream connection context (address of lines that carry none, attempts
 //!   counted per connection rather than per line);
 //! - [`tracker`]: per-source windows raising [`LogAlert`]s (brute force, user enumeration,
 //!   negotiation scans, pre-auth probing, port scans, refused connections, client-id takeover);
 //! - [`analyze`]: the glue used by both the live [`LogMonitor`] and the offline [`scan`].
 //!
-//! The monitor's counts become custom metrics ([`LogTick::custom_metrics`]); its alerts are
-//! violations raised at once by the pipeline.
+//! The monitor's counts become custom metrics ([`LogTick::custom_metrics`]); its alerts become
+//! violations through [`alerts`]: coalesced per kind, rate-limited, and stored within their own
+//! share of the spool.
 
+pub mod alerts;
 pub mod analyze;
 pub mod class;
 pub mod classify;
 pub mod context;
+pub mod export;
 pub mod format;
 pub mod lines;
+pub mod provenance;
 pub mod scan;
 pub mod source;
 pub mod tracker;
@@ -61,6 +69,8 @@ pub struct LogTick {
     pub lines: u64,
     /// Lines skipped for exceeding the line cap.
     pub skipped: u64,
+    /// Lines read but not analysed because their source exceeded its line budget.
+    pub dropped: u64,
     /// Source addresses evicted from the tracker (table full).
     pub evicted: u64,
     /// Addresses that failed authentication (SSH, PAM, MQTT, TLS), sorted, at most 128.
@@ -72,6 +82,8 @@ pub struct LogTick {
     /// Events read a second time through another source (journald and rsyslog both logging
     /// them) and not counted again.
     pub duplicates: u64,
+    /// Lines reporting an event without coming from a program that reports it.
+    pub forged: u64,
 }
 
 impl LogTick {
@@ -122,11 +134,14 @@ impl LogTick {
             ),
             (metrics::LOG_LINES_SKIPPED, n(self.skipped)),
             (metrics::LOG_SOURCES_EVICTED, n(self.evicted)),
+            (metrics::LOG_FORGED_EVENTS, n(self.forged)),
+            (metrics::LOG_LINES_DROPPED, n(self.dropped)),
         ]
     }
 }
 
-/// The live log monitor: followers running as tokio tasks, drained once per collection tick.
+/// The live log monitor: file followers on their own threads and a journal task, drained once
+/// per collection tick.
 #[derive(Debug)]
 pub struct LogMonitor {
     shared: Arc<Mutex<Shared>>,
@@ -135,8 +150,8 @@ pub struct LogMonitor {
 }
 
 impl LogMonitor {
-    /// Starts following the journal and the configured files (must be called inside a Tokio
-    /// runtime). Positions are loaded from and saved to `<state_dir>/logs/`. With `[logs]
+    /// Starts following the journal (a Tokio task; must be called inside a Tokio runtime) and
+    /// the configured files (one thread each). Positions are loaded from and saved to `<state_dir>/logs/`. With `[logs]
     /// enabled = false` nothing is followed and every drain is empty. A missing journal or file
     /// is reported once; followers stop when `stop` is cancelled.
     pub fn spawn(
@@ -157,7 +172,10 @@ impl LogMonitor {
             let paths: std::collections::BTreeSet<&PathBuf> = cfg.files.iter().collect();
             for path in paths {
                 let follower = FileFollower::new(path.clone(), saved.files.get(path).copied());
-                tokio::spawn(source::follow_file(follower, shared.clone(), stop.clone()));
+                if let Err(e) = source::spawn_file_follower(follower, shared.clone(), stop.clone())
+                {
+                    warn!(path = %path.display(), error = %e, "Cannot start a thread to follow a log file; it is not followed.");
+                }
             }
         }
         LogMonitor {
@@ -193,10 +211,12 @@ impl LogMonitor {
             auth_attempts: acc.auth_attempts,
             lines: acc.lines,
             skipped: acc.skipped,
+            dropped: acc.dropped,
             evicted,
             sources: acc.sources.into_iter().collect(),
             alerts_dropped: acc.alerts_dropped,
             duplicates: acc.duplicates,
+            forged: acc.forged,
             alerts: acc.alerts,
         }
     }

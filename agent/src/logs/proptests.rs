@@ -134,3 +134,63 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// User names as an attacker would pick them: any text, often imitating the daemon's own words.
+fn user_name() -> impl Strategy<Value = String> {
+    let words = prop::sample::select(vec![
+        "a",
+        " from ",
+        "10.9.9.9",
+        " port ",
+        "22",
+        " ssh2",
+        ": ",
+        "RSA SHA256:x",
+        " [preauth]",
+        " user=",
+        " rhost=",
+        "ruser=",
+        "invalid user ",
+        "::1",
+        " ",
+        "x.example.com",
+    ]);
+    prop_oneof![
+        any::<String>(),
+        prop::collection::vec(words, 0..12).prop_map(|w| w.concat()),
+    ]
+}
+
+fn address() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
+        any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_user_name_leaves_the_failing_address(u in user_name(), b in address(), n in 1u16..) {
+        let line = format!("Failed password for invalid user {u} from {b} port {n} ssh2");
+        let c = classify(line.as_bytes());
+        let want = b.strip_prefix("::ffff:").filter(|v| v.contains('.')).unwrap_or(&b);
+        prop_assert_eq!(c.addr, Some(want.as_bytes()), "{}", line);
+        prop_assert_eq!(c.invalid_user, Some(u.as_bytes()));
+        let line = format!("Failed password for {u} from {b} port {n} ssh2");
+        prop_assert_eq!(classify(line.as_bytes()).addr, Some(want.as_bytes()), "{}", line);
+        let line = format!("Failed publickey for {u} from {b} port {n} ssh2: ED25519 SHA256:Zm9vYmFy");
+        prop_assert_eq!(classify(line.as_bytes()).addr, Some(want.as_bytes()), "{}", line);
+    }
+
+    #[test]
+    fn a_pam_user_name_never_names_another_address(u in user_name(), r in user_name(), b in address()) {
+        let line = format!(
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser={r} rhost={b}  user={u}"
+        );
+        let c = classify(line.as_bytes());
+        let want = b.strip_prefix("::ffff:").filter(|v| v.contains('.')).unwrap_or(&b);
+        prop_assert!(c.addr.is_none() || c.addr == Some(want.as_bytes()), "{}", line);
+    }
+}

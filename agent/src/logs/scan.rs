@@ -2,17 +2,20 @@
 //!
 //! Files are read in the order given, each with its own connection context, through one shared
 //! tracker (so `auth.log.1 auth.log` behaves like one log). The line form is detected per line
-//! (BSD syslog, ISO 8601, RFC 5424, `journalctl -o json`, Mosquitto). `-` reads standard input.
+//! (BSD syslog, ISO 8601, RFC 5424, `journalctl -o json`, Mosquitto, lines without a timestamp).
+//! Input that starts like `journalctl -o export` output (`NAME=value`) is read as such, each
+//! record counting as one line. `-` reads standard input.
 //!
 //! Output formats (all UTF-8; addresses and names from the log are printed lossily):
 //!
 //! - default: for each file a header `FILE: N lines (K skipped)` then one line per non-zero class
-//!   in taxonomy order (`  auth_failure  45`); with several files a `total:` block; then
+//!   in taxonomy order (`  auth_failure  45`), and `  forged (in other)  N` when event lines
+//!   came from programs that do not report such events; with several files a `total:` block; then
 //!   `alerts:` (or `alerts: none`) and one line per alert:
 //!   `  <kind>  <source or ->  <events> events  <file>:<line>  <detail>`.
 //! - `--lines`: one tab-separated row per input line, `file<TAB>line<TAB>class<TAB>source`, the
 //!   source empty when the line names none; lines over the cap get class `skipped`. No summary.
-//! - `--json`: one JSON object: `{"files":[{"path","lines","skipped","classes":{class:n}}],
+//! - `--json`: one JSON object: `{"files":[{"path","lines","skipped","forged","classes":{class:n}}],
 //!   "classes":{class:n},"alerts":[{"kind","source","events","file","line","at_ms","detail"}]}`
 //!   (`source` is null when unknown; `classes` list non-zero classes only).
 //! - `--lines --json`: one JSON object per input line: `{"file","line","class","source"}`.
@@ -25,6 +28,7 @@ use serde_json::{json, Map, Value};
 
 use super::analyze::{Analyzer, Stream};
 use super::class::{ClassCounts, EventClass};
+use super::export::{looks_like_export, ExportItem, ExportParser};
 use super::lines::{LineSplitter, Piece};
 use super::tracker::{LogAlert, Rules};
 
@@ -50,6 +54,9 @@ pub struct FileSummary {
     pub skipped: u64,
     /// Lines per class.
     pub classes: ClassCounts,
+    /// Lines reporting an event without coming from a program that reports it (counted as
+    /// `other`).
+    pub forged: u64,
 }
 
 /// An alert with the place it was raised.
@@ -110,6 +117,7 @@ pub fn scan_reader(
         lines: 0,
         skipped: 0,
         classes: ClassCounts::default(),
+        forged: 0,
     };
     let mut handle = |p: Piece<'_>,
                       analyzer: &mut Analyzer,
@@ -121,6 +129,7 @@ pub fn scan_reader(
                 let out = analyzer.line(&mut stream, l, now);
                 summary.lines += 1;
                 summary.classes.add(out.class);
+                summary.forged += u64::from(out.forged);
                 row(&LineRow {
                     line: n,
                     class: Some(out.class),
@@ -141,6 +150,9 @@ pub fn scan_reader(
             alerts.push((a, n));
         }
     };
+    // `journalctl -o export` input is recognised by its first bytes; its records are
+    // numbered as lines.
+    let mut export: Option<Option<ExportParser>> = None;
     loop {
         let got = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -148,10 +160,29 @@ pub fn scan_reader(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        splitter.feed(&buf[..got], |p| handle(p, analyzer, &mut summary, alerts));
+        let mode =
+            export.get_or_insert_with(|| looks_like_export(&buf[..got]).then(ExportParser::new));
+        match mode {
+            Some(parser) => parser.feed(&buf[..got], |i| {
+                handle(as_piece(i), analyzer, &mut summary, alerts)
+            }),
+            None => splitter.feed(&buf[..got], |p| handle(p, analyzer, &mut summary, alerts)),
+        }
     }
-    splitter.finish(|p| handle(p, analyzer, &mut summary, alerts));
+    match export {
+        Some(Some(mut parser)) => {
+            parser.finish(|i| handle(as_piece(i), analyzer, &mut summary, alerts));
+        }
+        _ => splitter.finish(|p| handle(p, analyzer, &mut summary, alerts)),
+    }
     Ok(summary)
+}
+
+fn as_piece(i: ExportItem<'_>) -> Piece<'_> {
+    match i {
+        ExportItem::Entry(j) => Piece::Line(j),
+        ExportItem::Oversized => Piece::Oversized,
+    }
 }
 
 fn open(path: &Path) -> io::Result<Box<dyn Read>> {
@@ -237,7 +268,7 @@ pub fn scan_files(
     if opts.json {
         let v = json!({
             "files": summary.files.iter().map(|f| json!({
-                "path": lossy(&f.path), "lines": f.lines, "skipped": f.skipped, "classes": classes_json(&f.classes),
+                "path": lossy(&f.path), "lines": f.lines, "skipped": f.skipped, "forged": f.forged, "classes": classes_json(&f.classes),
             })).collect::<Vec<_>>(),
             "classes": classes_json(&summary.classes),
             "alerts": summary.alerts.iter().map(|a| json!({
@@ -276,6 +307,9 @@ fn write_text(s: &ScanSummary, out: &mut impl Write) -> io::Result<()> {
             f.skipped
         )?;
         write_counts(&f.classes, out)?;
+        if f.forged > 0 {
+            writeln!(out, "  {:<24}{}", "forged (in other)", f.forged)?;
+        }
     }
     if s.files.len() > 1 {
         let lines: u64 = s.files.iter().map(|f| f.lines).sum();
@@ -384,6 +418,40 @@ Mar  1 10:00:07 gw sshd[7]: pam_unix(sshd:session): session opened for user pi(u
         let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["class"], "invalid_user");
         assert_eq!(first["line"], 1);
+    }
+
+    #[test]
+    fn journal_export_input_and_lines_without_a_timestamp_are_classified() {
+        let mut export = Vec::new();
+        for (i, (comm, uid)) in [("sshd", 0), ("logger", 1000), ("sshd", 0)]
+            .iter()
+            .enumerate()
+        {
+            export.extend_from_slice(
+                format!(
+                    "__CURSOR=s={i}\n_PID={}\n_UID={uid}\n_COMM={comm}\n_TRANSPORT=syslog\nSYSLOG_IDENTIFIER=sshd\nMESSAGE=Failed password for root from 198.51.100.{i} port 22 ssh2\n\n",
+                    40 + i
+                )
+                .as_bytes(),
+            );
+        }
+        let mut analyzer = Analyzer::new(Rules::default());
+        let mut rows = Vec::new();
+        let mut alerts = Vec::new();
+        let fs = scan_reader(
+            &mut analyzer,
+            &mut &export[..],
+            |r| rows.push(r.clone()),
+            &mut alerts,
+        )
+        .unwrap();
+        assert_eq!((fs.lines, fs.forged), (3, 1));
+        assert_eq!(fs.classes.get(EventClass::AuthFailure), 2);
+        assert_eq!(rows[2].src.as_deref(), Some("198.51.100.2"));
+
+        let untimed = b"gw sshd[7]: Failed password for root from 198.51.100.9 port 22 ssh2\n";
+        let fs = scan_reader(&mut analyzer, &mut &untimed[..], |_| {}, &mut alerts).unwrap();
+        assert_eq!(fs.classes.get(EventClass::AuthFailure), 1);
     }
 
     #[test]

@@ -14,7 +14,13 @@
 //!
 //! # Files
 //!
-//! Each file is polled every second:
+//! Each file has a thread of its own (never the runtime's blocking pool, so a file that blocks
+//! cannot stall other work or shutdown) and is polled every second. A followed path is opened
+//! with `O_NOFOLLOW | O_NONBLOCK` and must be a regular file: a symbolic link (say, to
+//! `/dev/zero`), a FIFO, a device or a directory is refused with a warning and looked at again
+//! on the next polls. Lines beyond a per-source budget ([`LINE_RATE`] per second, bursts up to
+//! [`LINE_BURST`]) are read but not analysed, and counted (`log_lines_dropped`).
+//!
 //! - at the first start (no saved position) an existing file is followed from its end: history is
 //!   not counted; a file that appears later is read from its start;
 //! - rotation (the path now names another inode): the old file is read to its end, including a
@@ -26,7 +32,8 @@
 //!
 //! # Journal
 //!
-//! `journalctl --follow --output=json --after-cursor=<saved>` (or `--lines=0` at the first
+//! `/usr/bin/journalctl` (or `/bin/journalctl`, by absolute path, never looked up in `PATH`)
+//! `--follow --output=json --after-cursor=<saved>` (or `--lines=0` at the first
 //! start). The cursor is kept by the agent rather than through journalctl's `--cursor-file`,
 //! which journalctl writes only when it exits and with the last entry it *printed*, not the last
 //! one counted. Reading the system journal needs membership of the `systemd-journal` group (or
@@ -57,6 +64,100 @@ const HEAD_BYTES: usize = 128;
 pub const FILE_POLL: Duration = Duration::from_secs(1);
 /// Delay before restarting an exited journalctl.
 pub const JOURNAL_RESTART: Duration = Duration::from_secs(30);
+/// Lines per second one source may have analysed, sustained.
+pub const LINE_RATE: u32 = 20_000;
+/// Lines one source may have analysed in a burst.
+pub const LINE_BURST: u32 = 200_000;
+/// Where `journalctl` is looked for, in order.
+pub const JOURNALCTL_PATHS: [&str; 2] = ["/usr/bin/journalctl", "/bin/journalctl"];
+
+/// A token bucket of lines: what one source may have analysed.
+#[derive(Debug, Clone)]
+pub struct LineBudget {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: std::time::Instant,
+}
+
+impl Default for LineBudget {
+    fn default() -> LineBudget {
+        LineBudget::new(LINE_RATE, LINE_BURST)
+    }
+}
+
+impl LineBudget {
+    /// `rate` lines per second, bursts up to `burst` lines; starts full.
+    pub fn new(rate: u32, burst: u32) -> LineBudget {
+        LineBudget {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Adds the tokens earned since the previous refill.
+    pub fn refill(&mut self, now: std::time::Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+    }
+
+    /// Takes one line's token; false when the budget is spent.
+    #[inline]
+    pub fn take(&mut self) -> bool {
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Opens a followed file without following a final symbolic link and without blocking (a FIFO
+/// opens at once), and refuses anything but a regular file.
+pub fn open_regular(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is a symbolic link; log paths are not followed through links",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            }
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {what}; only regular files are followed"),
+        ));
+    }
+    Ok((file, meta))
+}
 
 /// Saved position of one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +286,7 @@ pub struct FileFollower {
     /// Saved position from the previous run, consumed at the first open.
     saved: Option<FilePosition>,
     first_poll: bool,
+    budget: LineBudget,
 }
 
 #[derive(Debug)]
@@ -199,6 +301,18 @@ struct OpenFile {
 }
 
 impl OpenFile {
+    fn new(mut file: File, dev: u64, ino: u64, offset: u64) -> io::Result<OpenFile> {
+        let head = head_hash(&mut file)?;
+        Ok(OpenFile {
+            file,
+            dev,
+            ino,
+            read_at: offset,
+            head,
+            splitter: LineSplitter::new(),
+        })
+    }
+
     fn committed(&self) -> u64 {
         self.read_at - self.splitter.pending() as u64
     }
@@ -225,6 +339,7 @@ impl FileFollower {
             reported_error: false,
             saved,
             first_poll: true,
+            budget: LineBudget::default(),
         }
     }
 
@@ -248,12 +363,18 @@ impl FileFollower {
     }
 
     fn poll_inner(&mut self, shared: &Mutex<Shared>) -> io::Result<()> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(m) => Some(m),
+        let opened = match open_regular(&self.path) {
+            Ok(fm) => Some(fm),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Refused or unreadable now: finish what the open handle (if any) still holds.
+                if let Some(mut of) = self.open.take() {
+                    let _ = self.read_to_end(&mut of, shared, true);
+                }
+                return Err(e);
+            }
         };
-        let Some(meta) = meta else {
+        let Some((fresh, meta)) = opened else {
             if !self.reported_missing {
                 info!(path = %self.path.display(), "Log file not present; it will be followed when it appears.");
                 self.reported_missing = true;
@@ -275,13 +396,13 @@ impl FileFollower {
             if of.dev != dev || of.ino != ino {
                 // Rotated: finish the old file (its last line is complete even without newline).
                 self.read_to_end(&mut of, shared, true)?;
-                self.open = Some(self.open_at(dev, ino, 0)?);
+                self.open = Some(OpenFile::new(fresh, dev, ino, 0)?);
             } else {
                 self.open = Some(of);
             }
         } else {
             let start = self.start_offset(dev, ino, meta.len(), shared)?;
-            self.open = Some(self.open_at(dev, ino, start)?);
+            self.open = Some(OpenFile::new(fresh, dev, ino, start)?);
         }
         let mut of = self.open.take().expect("opened above");
         // Truncated (copytruncate) or replaced in place: start again.
@@ -309,7 +430,7 @@ impl FileFollower {
     ) -> io::Result<u64> {
         if let Some(saved) = self.saved.take() {
             if saved.dev == dev && saved.ino == ino && saved.offset <= len {
-                let mut f = File::open(&self.path)?;
+                let (mut f, _) = open_regular(&self.path)?;
                 if saved.head.is_none() || head_hash(&mut f)? == saved.head {
                     return Ok(saved.offset);
                 }
@@ -331,15 +452,12 @@ impl FileFollower {
         let mut rotated = self.path.clone().into_os_string();
         rotated.push(".1");
         let rotated = PathBuf::from(rotated);
-        let Ok(meta) = fs::metadata(&rotated) else {
+        let Ok((file, meta)) = open_regular(&rotated) else {
             return;
         };
         if meta.dev() != saved.dev || meta.ino() != saved.ino || meta.len() < saved.offset {
             return;
         }
-        let Ok(file) = File::open(&rotated) else {
-            return;
-        };
         let mut of = OpenFile {
             file,
             dev: saved.dev,
@@ -352,19 +470,6 @@ impl FileFollower {
         if let Err(e) = self.read_to_end(&mut of, shared, true) {
             warn!(path = %rotated.display(), error = %e, "Rotated log unreadable; its last lines are not counted.");
         }
-    }
-
-    fn open_at(&self, dev: u64, ino: u64, offset: u64) -> io::Result<OpenFile> {
-        let mut file = File::open(&self.path)?;
-        let head = head_hash(&mut file)?;
-        Ok(OpenFile {
-            file,
-            dev,
-            ino,
-            read_at: offset,
-            head,
-            splitter: LineSplitter::new(),
-        })
     }
 
     /// Reads from `of.read_at` to the end (at most [`MAX_READ_PER_POLL`]); `finish` also
@@ -393,16 +498,19 @@ impl FileFollower {
             };
             budget -= got as u64;
             of.read_at += got as u64;
+            self.budget.refill(std::time::Instant::now());
             let mut sh = lock(shared);
             let Shared {
                 analyzer,
                 positions,
             } = &mut *sh;
             let stream = &mut self.stream;
+            let lines = &mut self.budget;
             of.splitter.feed(&buf[..got], |p| match p {
-                Piece::Line(l) => {
+                Piece::Line(l) if lines.take() => {
                     analyzer.line(stream, l, now);
                 }
+                Piece::Line(_) => analyzer.dropped_line(),
                 Piece::Oversized => analyzer.skipped_line(),
             });
             if track {
@@ -424,38 +532,37 @@ impl FileFollower {
     }
 }
 
-/// Follows `path` until `stop`.
-pub async fn follow_file(
+/// Follows `path` on a thread of its own until `stop`; the thread ends at the next poll after
+/// `stop` (it is detached: a read that blocks cannot hold up shutdown).
+pub fn spawn_file_follower(
     mut follower: FileFollower,
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(FILE_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let sh = shared.clone();
-        follower = match tokio::task::spawn_blocking(move || {
-            follower.poll(&sh);
-            follower
-        })
-        .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                warn!(error = %e, "Log file follower failed; it stops.");
-                return;
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("log-file".into())
+        .spawn(move || {
+            let slice = Duration::from_millis(100);
+            while !stop.is_cancelled() {
+                let started = std::time::Instant::now();
+                follower.poll(&shared);
+                while started.elapsed() < FILE_POLL && !stop.is_cancelled() {
+                    std::thread::sleep(slice.min(FILE_POLL.saturating_sub(started.elapsed())));
+                }
             }
-        };
-    }
+        })
 }
 
 /// Follows the systemd journal until `stop`.
 pub async fn follow_journal(shared: Arc<Mutex<Shared>>, stop: CancellationToken) {
-    follow_journal_with("journalctl".into(), shared, stop).await;
+    let Some(program) = JOURNALCTL_PATHS.iter().map(Path::new).find(|p| p.is_file()) else {
+        warn!(
+            looked_in = ?JOURNALCTL_PATHS,
+            "journalctl not found; the systemd journal is not followed."
+        );
+        return;
+    };
+    follow_journal_with(program.into(), shared, stop).await;
 }
 
 /// [`follow_journal`] with another `journalctl` program (tests).
@@ -528,6 +635,7 @@ pub async fn follow_journal_with(
         };
         let mut splitter = LineSplitter::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut budget = LineBudget::default();
         loop {
             let got = tokio::select! {
                 _ = stop.cancelled() => {
@@ -541,18 +649,20 @@ pub async fn follow_journal_with(
                 Ok(n) => n,
             };
             let now = now_ms();
+            budget.refill(std::time::Instant::now());
             let mut sh = lock(&shared);
             let Shared {
                 analyzer,
                 positions,
             } = &mut *sh;
             splitter.feed(&buf[..n], |p| match p {
-                Piece::Line(l) => {
+                Piece::Line(l) if budget.take() => {
                     let o = analyzer.line(&mut stream, l, now);
                     if let Some(c) = o.cursor {
                         positions.journal_cursor = Some(c);
                     }
                 }
+                Piece::Line(_) => analyzer.dropped_line(),
                 Piece::Oversized => analyzer.skipped_line(),
             });
         }
@@ -717,6 +827,85 @@ mod tests {
                 && args.contains("--lines=0"),
             "{args}"
         );
+    }
+
+    #[test]
+    fn fifos_devices_links_and_directories_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.log");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let zero = dir.path().join("zero.log");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let sub = dir.path().join("dir.log");
+        fs::create_dir(&sub).unwrap();
+        let real = dir.path().join("real.log");
+        append(&real, "");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        for (p, why) in [
+            (&fifo, "FIFO"),
+            (&zero, "symbolic link"),
+            (&sub, "directory"),
+            (&link, "symbolic link"),
+        ] {
+            let e = open_regular(p).unwrap_err();
+            assert!(e.to_string().contains(why), "{}: {e}", p.display());
+            let sh = shared();
+            let mut f = FileFollower::new(p.clone(), None);
+            f.poll(&sh);
+            f.poll(&sh);
+            assert_eq!(lock(&sh).analyzer.take().lines, 0);
+        }
+        assert!(open_regular(&real).is_ok());
+    }
+
+    #[test]
+    fn lines_beyond_the_budget_are_counted_not_analysed() {
+        let mut b = LineBudget::new(10, 100);
+        let t0 = std::time::Instant::now();
+        b.refill(t0);
+        assert_eq!((0..1000).filter(|_| b.take()).count(), 100);
+        b.refill(t0 + Duration::from_secs(2));
+        assert_eq!((0..1000).filter(|_| b.take()).count(), 20);
+        b.refill(t0 + Duration::from_secs(3600));
+        assert_eq!((0..1000).filter(|_| b.take()).count(), 100);
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("flood.log");
+        append(&p, "");
+        let sh = shared();
+        let mut f = FileFollower::new(p.clone(), None);
+        f.budget = LineBudget::new(0, 5);
+        f.poll(&sh);
+        for _ in 0..8 {
+            append(&p, FAIL);
+        }
+        f.poll(&sh);
+        let acc = lock(&sh).analyzer.take();
+        assert_eq!((acc.lines, acc.dropped), (5, 3));
+    }
+
+    #[test]
+    fn a_follower_thread_stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fifo.log");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success());
+        let stop = CancellationToken::new();
+        let t = spawn_file_follower(FileFollower::new(p, None), Arc::new(shared()), stop.clone())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.cancel();
+        let t0 = std::time::Instant::now();
+        t.join().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

@@ -229,6 +229,9 @@ fn push_distinct<K: PartialEq + Copy>(
     (n > limit).then_some(n)
 }
 
+/// How alert texts name the clients of events whose line gave no address.
+const UNNAMED_CLIENTS: &str = "clients whose address was not logged";
+
 fn user_hash(u: &[u8]) -> u64 {
     // FNV-1a: stable and cheap; collisions only merge two user names.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -266,7 +269,9 @@ impl Tracker {
         self.sources.len()
     }
 
-    /// Feeds one signal of `host` at `ts_ms`; returns an alert when a rule fires.
+    /// Feeds one signal of `host` at `ts_ms`; returns an alert when a rule fires. The empty host
+    /// stands for every client whose address the log line did not give (its alerts name no
+    /// source).
     pub fn observe(&mut self, host: &str, ts_ms: i64, signal: Signal<'_>) -> Option<LogAlert> {
         self.clock += 1;
         if !self.sources.contains_key(host) {
@@ -332,6 +337,12 @@ impl Tracker {
             4 => st.ports.clear(),
             _ => {}
         }
+        let host_text = host;
+        let host = if host.is_empty() {
+            UNNAMED_CLIENTS
+        } else {
+            host
+        };
         let detail = match signal {
             Signal::Attempt { service } => format!(
                 "{n} failed {service} attempts from {host} within {}",
@@ -351,8 +362,8 @@ impl Tracker {
         };
         Some(LogAlert {
             kind,
-            source: host.parse().ok(),
-            host: host.to_owned(),
+            source: host_text.parse().ok(),
+            host: host_text.to_owned(),
             events: n,
             detail,
             at_ms: u64::try_from(ts_ms).unwrap_or(0),

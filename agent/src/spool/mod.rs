@@ -59,6 +59,10 @@
 //!    may exceed `max_bytes` by acknowledged records that share a segment with a pending one,
 //!    at most one segment target: beyond that, the oldest pending records are dropped until
 //!    their segments can be deleted. Records larger than `max_bytes / 4` are refused.
+//! 6. Budgeted records ([`Spool::append_many_budgeted`], used for violations) never drop
+//!    anything: they are refused when their topic already holds its share (1/8 for violations)
+//!    of `max_bytes` or `max_records`, or when the spool has no free room. So however many
+//!    violations are raised, queued reports stay; reports may still drop old violations.
 //!
 //! # Recovery
 //!
@@ -502,6 +506,89 @@ impl Spool {
         Ok(SpoolId(id))
     }
 
+    /// Appends `payloads` on `topic` as records of a *budgeted* kind (violations): records on
+    /// `topic` may hold at most `1/share` of `max_bytes` and of `max_records`, and a budgeted
+    /// append never drops another record. Payloads are taken in order while they fit, both in
+    /// the budget and in the spool's free room; the rest are refused and their number returned
+    /// with the ids. All accepted records are written with one write and one `fdatasync`.
+    pub fn append_many_budgeted(
+        &mut self,
+        topic: &str,
+        payloads: &[Vec<u8>],
+        share: u64,
+    ) -> Result<(Vec<SpoolId>, u64), SpoolError> {
+        if topic.len() > usize::from(u16::MAX) {
+            return Err(SpoolError::TopicTooLong(topic.len()));
+        }
+        let share = share.max(1);
+        let (mut used_records, mut used_bytes) = (0usize, 0u64);
+        for e in self.live.values().filter(|e| &*e.topic == topic) {
+            used_records += 1;
+            used_bytes += u64::from(e.len);
+        }
+        let budget_bytes = (self.max_bytes / share).min(self.segment_target);
+        let budget_records = (self.max_records / share as usize).max(1);
+        let disk_cap = self.max_bytes + self.segment_target;
+        let disk = self.disk_bytes();
+        let mut live_bytes = self.live_bytes;
+        let mut batch: Vec<u8> = Vec::new();
+        let mut lens: Vec<u64> = Vec::new();
+        for p in payloads {
+            let len = segment::record_len(topic.len(), p.len());
+            let fits = used_records < budget_records
+                && used_bytes + len <= budget_bytes
+                && self.live.len() + lens.len() < self.max_records
+                && live_bytes + len <= self.max_bytes
+                && disk + batch.len() as u64 + len <= disk_cap;
+            if !fits {
+                break;
+            }
+            let id = self.next_id + lens.len() as u64;
+            batch.extend_from_slice(&segment::encode_record(id, topic, p));
+            lens.push(len);
+            used_records += 1;
+            used_bytes += len;
+            live_bytes += len;
+        }
+        let refused = (payloads.len() - lens.len()) as u64;
+        if lens.is_empty() {
+            return Ok((Vec::new(), refused));
+        }
+        let active = self.active_id();
+        let active_len = self.segments[&active].data_len;
+        if active_len > SEGMENT_HEADER_LEN && active_len + batch.len() as u64 > self.segment_target
+        {
+            self.roll()?;
+        }
+        let active = self.active_id();
+        let seg = self
+            .segments
+            .get_mut(&active)
+            .expect("the active segment is open");
+        let mut offset = seg.append_record(&batch)?;
+        seg.live += lens.len();
+        let topic = self.intern(topic);
+        let mut ids = Vec::with_capacity(lens.len());
+        for len in lens {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.live.insert(
+                id,
+                Entry {
+                    segment: active,
+                    offset,
+                    len: u32::try_from(len).expect("records are smaller than 4 GiB"),
+                    topic: Arc::clone(&topic),
+                },
+            );
+            offset += len;
+            self.live_bytes += len;
+            self.appended += 1;
+            ids.push(SpoolId(id));
+        }
+        Ok((ids, refused))
+    }
+
     /// Drops oldest records until one more record of `len` bytes fits (`len == 0`: until the
     /// spool is within its bounds). Returns how many.
     fn make_room(&mut self, len: u64) -> Result<usize, SpoolError> {
@@ -829,6 +916,23 @@ impl SharedSpool {
         let id = self.lock().append(topic, payload)?;
         self.inner.appended.notify_one();
         Ok(id)
+    }
+
+    /// Appends budgeted records durably (see [`Spool::append_many_budgeted`]) and wakes the
+    /// transport. Returns how many were refused.
+    pub async fn append_many_budgeted(
+        &self,
+        topic: String,
+        payloads: Vec<Vec<u8>>,
+        share: u64,
+    ) -> Result<u64, SpoolError> {
+        let (ids, refused) = self
+            .blocking(move |s| s.append_many_budgeted(&topic, &payloads, share))
+            .await?;
+        if !ids.is_empty() {
+            self.inner.appended.notify_one();
+        }
+        Ok(refused)
     }
 
     /// Acknowledges records (see [`Spool::ack_many`]).

@@ -394,3 +394,74 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ten_thousand_violations_never_evict_a_queued_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = cfg(256 * 1024, 1000);
+    let mut s = Spool::open(dir.path(), &conf).unwrap();
+    // Offline: reports fill the spool.
+    let report = vec![b'r'; 1500];
+    let mut reports = Vec::new();
+    while s.stats().bytes + segment::record_len(9, report.len()) <= conf.max_bytes {
+        reports.push(s.append("t/reports", &report).unwrap());
+    }
+    assert!(reports.len() > 100);
+    assert_eq!(s.stats().dropped, 0);
+    // 10,000 distinct client-id takeovers, in batches as ticks would write them.
+    let mut refused = 0;
+    for batch in 0..100 {
+        let lines: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("{{\"takeover\":\"client-{batch}-{i}\"}}").into_bytes())
+            .collect();
+        refused += s.append_many_budgeted("t/violations", &lines, 8).unwrap().1;
+    }
+    assert_eq!(refused, 10_000, "a full spool has no room for violations");
+    assert_eq!(s.stats().dropped, 0);
+    drop(s);
+    let mut s = Spool::open(dir.path(), &conf).unwrap();
+    assert_eq!(s.pending_ids(), reports);
+    assert_eq!(drain(&mut s).len(), reports.len());
+}
+
+#[test]
+fn violations_hold_at_most_an_eighth_of_the_spool_and_reports_still_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = cfg(256 * 1024, 1000);
+    let mut s = Spool::open(dir.path(), &conf).unwrap();
+    let lines: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("{{\"violation\":{i},\"pad\":\"{}\"}}", "x".repeat(100)).into_bytes())
+        .collect();
+    let before = s.stats().disk_bytes;
+    let (ids, refused) = s.append_many_budgeted("t/violations", &lines, 8).unwrap();
+    assert_eq!(ids.len() as u64 + refused, 10_000);
+    let st = s.stats();
+    assert!(st.bytes <= conf.max_bytes / 8, "{st:?}");
+    assert!(ids.len() <= conf.max_records / 8);
+    assert!(st.disk_bytes > before);
+    // The accepted violations replay in order, byte for byte.
+    let replayed = drain(&mut s);
+    assert_eq!(replayed.len(), ids.len());
+    for (r, l) in replayed.iter().zip(&lines) {
+        assert_eq!(&r.payload, l);
+    }
+    // A later batch gets nothing while the budget is used up; reports still fit.
+    assert_eq!(
+        s.append_many_budgeted("t/violations", &lines[..5], 8)
+            .unwrap(),
+        (Vec::new(), 5)
+    );
+    for _ in 0..50 {
+        s.append("t/reports", &[b'r'; 1500]).unwrap();
+    }
+    assert_eq!(s.stats().dropped, 0);
+    // Acknowledged violations free their budget.
+    s.ack_many(&ids).unwrap();
+    assert_eq!(
+        s.append_many_budgeted("t/violations", &lines[..5], 8)
+            .unwrap()
+            .0
+            .len(),
+        5
+    );
+}
