@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::*;
 use crate::config::Config;
 
+/// `EPROTONOSUPPORT`, as every Linux architecture numbers it.
+const PROTOCOL_NOT_SUPPORTED: i32 = 93;
+
 fn cfg(netlink: bool) -> CollectConfig {
     let mut c = Config::embedded_default().collect;
     c.netlink = netlink;
@@ -89,7 +92,16 @@ fn socket_owners_are_cached_and_walks_are_rate_limited() {
 fn one_tcp_dump_covers_both_families_with_the_kernel_state_filter() {
     let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
     let v6 = TcpListener::bind("[::1]:0").ok();
-    let mut diag = netlink::SockDiag::open().unwrap();
+    let mut diag = match netlink::SockDiag::open() {
+        Ok(d) => d,
+        // qemu-user translates no NETLINK_SOCK_DIAG: the /proc/net fallback is what runs there
+        // (and `live_sample_fills_every_field_and_warm_up_has_zero_deltas` covers it).
+        Err(netlink::NetlinkError::Io(e)) if e.raw_os_error() == Some(PROTOCOL_NOT_SUPPORTED) => {
+            eprintln!("SKIPPED: netlink sock_diag dump: not supported here ({e})");
+            return;
+        }
+        Err(e) => panic!("netlink sock_diag: {e}"),
+    };
     let mut out = Vec::new();
     diag.dump_all(Proto::Tcp, sockets::TCP_STATES, &mut out)
         .unwrap();
