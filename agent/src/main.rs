@@ -100,9 +100,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into());
             };
             let cfg = Config::load(&path)?;
-            pipeline::preflight(&cfg)
+            let warnings = pipeline::preflight(&cfg)
                 .map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
-            for w in &cfg.warnings {
+            edgewarden::state_dir::check_writable(&cfg.state_dir)
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            for w in cfg.warnings.iter().chain(&warnings) {
                 eprintln!("warning: {w}");
             }
             eprintln!("{}: configuration is valid", path.display());

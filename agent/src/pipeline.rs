@@ -72,15 +72,23 @@ pub fn now_ms() -> u64 {
 }
 
 /// Checks what can be known before starting: MQTT files (modes, PEM, key matches certificate)
-/// and the security profile.
-pub fn preflight(cfg: &Config) -> Result<(), AgentError> {
+/// and the security profile. Returns the problems that do not stop the agent: an endpoint that
+/// does not resolve (yet: at boot, DNS may come up after the agent; the transport retries).
+pub fn preflight(cfg: &Config) -> Result<Vec<String>, AgentError> {
+    let mut warnings = Vec::new();
     if let Some(m) = &cfg.mqtt {
-        transport::check_mqtt_files(m)?;
+        match transport::check_mqtt_files(m) {
+            Ok(()) => {}
+            Err(e @ transport::TransportError::Resolve { .. }) => {
+                warnings.push(format!("{e} (the agent keeps retrying)"))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     if let Some(p) = &cfg.detect.profile {
         detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Where reports and violations go.
@@ -164,7 +172,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    preflight(&cfg)?;
+    for w in preflight(&cfg)? {
+        warn!("{w}");
+    }
     info!(
         thing = %cfg.thing_name,
         state_dir = %cfg.state_dir.display(),
@@ -234,11 +244,20 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     // The first report waits for the warm-up so that it carries deltas, never cumulative counters.
     let mut next_report = started + cfg.report.warm_up.max(cfg.collect.interval);
     let mut next_state_save = started + Duration::from_secs(300);
+    // systemd: READY after the first tick, watchdog pings only while this loop turns.
+    let mut service = crate::notify::ServiceNotify::from_env();
+    let mut watchdog =
+        tokio::time::interval(service.ping_every().unwrap_or(Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
+            _ = watchdog.tick() => {
+                service.watchdog();
+                continue;
+            }
         }
         let Some(c) = collector.take() else { break };
         let (c, mut snap) = match tokio::task::spawn_blocking(move || {
@@ -327,7 +346,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                 save_engine_state(&cfg.state_dir, &e.state());
             }
         }
+        service.tick_done();
     }
+    service.stopping();
 
     // Drain: write what we hold, then let the transport publish within its deadline.
     let held = log_alert_violations(

@@ -39,7 +39,8 @@ pub struct ListenPort {
     pub addr: IpAddr,
     /// Interface owning the bound address; `None` for wildcard binds or when unknown.
     pub interface: Option<String>,
-    /// Name of the owning process, where permissions allow finding it.
+    /// Name of the owning process, where permissions allow finding it; else `uid:N`, the
+    /// socket's owner UID.
     pub process: Option<String>,
 }
 

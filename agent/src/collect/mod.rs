@@ -13,6 +13,10 @@
 //! | `process_count`, `new_process_names`, `top_*_processes`, `listening_process_names` | `/proc/<pid>/stat`, `/proc/<pid>/fd` | [`process`] |
 //! | `cpu_usage`, `memory_used_pct`, `load_avg_1m`, `uptime_s` | `/proc/{stat,meminfo,loadavg,uptime}` | [`system`] |
 //!
+//! When netlink sock_diag cannot be opened at all (a kernel or emulator without it, a seccomp or
+//! address-family filter), `/proc/net` takes over for the run; that is logged once at INFO and is
+//! not an error. A netlink dump that fails on a socket that did open is an error.
+//!
 //! A sub-collector that fails (unreadable or missing file, netlink error, malformed content)
 //! is logged at WARN the first time and at DEBUG afterwards, counted in [`Collector::errors`],
 //! and only its own field is `None` (or its metric absent) for that tick. Malformed lines inside
@@ -58,6 +62,9 @@ pub const PROC_ROOT: &str = "/proc";
 /// appears within this time of the previous walk is reported at once, its owner up to this much
 /// later.
 pub const OWNER_WALK_MIN_GAP: Duration = Duration::from_secs(30);
+/// A listening socket whose process cannot be seen without privilege (another user's process,
+/// and no `CAP_SYS_PTRACE`) is reported with its owner UID instead: `uid:0` for root's sshd.
+pub const UID_OWNER_PREFIX: &str = "uid:";
 /// The address table is re-read at least this often even when every address resolves.
 const ADDR_TABLE_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -468,7 +475,14 @@ impl Collector {
             ));
         }
         if tcp_ok && udp_ok {
-            let mut names: Vec<String> = self.owners.values().cloned().collect();
+            // Process names only: a `uid:N` owner names no process.
+            let unowned = &self.unowned;
+            let mut names: Vec<String> = self
+                .owners
+                .iter()
+                .filter(|(i, _)| unowned.binary_search(i).is_err())
+                .map(|(_, n)| n.clone())
+                .collect();
             names.sort_unstable();
             names.dedup();
             snap.custom.insert(
@@ -490,9 +504,12 @@ impl Collector {
         };
         if let Some(e) = &report.netlink_failed {
             if report.netlink_disabled {
+                // The fallback working as designed (no sock_diag in this kernel or emulator,
+                // or the address family is filtered): said once, not an error.
                 info!(error = %e, "Netlink sock_diag unavailable; reading sockets from /proc/net from now on.");
+            } else {
+                self.faults.fail(Source::SockDiag, 1, e);
             }
-            self.faults.fail(Source::SockDiag, 1, e);
         }
         for s in &report.skipped {
             self.faults.fail(
@@ -593,6 +610,11 @@ impl Collector {
                 for &inode in &self.scratch_inodes {
                     if !o.names.contains_key(&inode) {
                         self.unowned.push(inode);
+                        // What needs no privilege: the socket's owner UID (from the table).
+                        if let Some(uid) = sockets::uid_of(&self.tcp, &self.udp, inode) {
+                            self.owners
+                                .insert(inode, format!("{UID_OWNER_PREFIX}{uid}"));
+                        }
                     }
                 }
                 self.unowned.sort_unstable();

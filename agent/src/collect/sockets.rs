@@ -261,6 +261,14 @@ pub fn listen_ports(
     v
 }
 
+/// The owner UID of the socket with this inode, if either table holds it.
+pub fn uid_of(tcp: &[RawSocket], udp: &[RawSocket], inode: u64) -> Option<u32> {
+    tcp.iter()
+        .chain(udp)
+        .find(|s| s.inode == inode)
+        .map(|s| s.uid)
+}
+
 /// Established TCP connections, IPv4-mapped addresses shown as IPv4, sorted.
 pub fn established(socks: &[RawSocket], addrs: &AddrTable) -> Vec<TcpConn> {
     let mut v: Vec<TcpConn> = socks
