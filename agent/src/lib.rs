@@ -11,6 +11,7 @@
 //!    TLS), or, with no transport configured, to the local outbox.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod collect;
 pub mod config;
