@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod remediate;
 pub mod report;
 pub mod shutdown;
 pub mod snapshot;

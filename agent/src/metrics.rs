@@ -121,6 +121,10 @@ metric_names! {
     LOG_ALERTS = "log_alerts", Number, Sum, "Alerts raised from logs (brute force, user enumeration, scans, client-id takeover).";
     LOG_LINES_SKIPPED = "log_lines_skipped", Number, Sum, "Log lines skipped for exceeding the line length cap.";
     LOG_SOURCES_EVICTED = "log_sources_evicted", Number, Sum, "Source addresses dropped from the log tracker because its table was full.";
+    AUDIT_FINDINGS = "audit_findings", Number, Last, "Findings of the latest device audit (security configuration of the gateway itself).";
+    AUDIT_NONCOMPLIANT_CHECKS = "audit_noncompliant_checks", StringList, Last, "Audit checks with at least one finding in the latest device audit.";
+    REMEDIATION_ACTIONS = "remediation_actions", Number, Sum, "Remediation actions carried out or simulated (dry run) in the interval.";
+    REMEDIATION_FAILURES = "remediation_failures", Number, Sum, "Remediation actions that failed (command error, timeout, nft missing) in the interval.";
 }
 
 /// True when `name` is a valid custom metric name.

@@ -136,6 +136,20 @@ impl Sink {
         Ok(())
     }
 
+    /// Where the audit stage writes: the same kind of sink.
+    fn audit_output(&self) -> (crate::audit::stage::Output, Option<Arc<TransportStats>>) {
+        match self {
+            Sink::Outbox { stdout, .. } => (
+                crate::audit::stage::Output::Outbox { stdout: *stdout },
+                None,
+            ),
+            Sink::Spool { spool, stats } => (
+                crate::audit::stage::Output::Spool(spool.clone()),
+                Some(stats.clone()),
+            ),
+        }
+    }
+
     fn custom_metrics(&self) -> Vec<(&'static str, MetricValue)> {
         match self {
             Sink::Outbox { .. } => Vec::new(),
@@ -196,6 +210,11 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         }
     };
 
+    // Device audit and remediation: their own task, asleep between audits.
+    let (audit_output, audit_transport) = sink.audit_output();
+    let audit =
+        crate::audit::stage::spawn(&tasks, &cfg, audit_output, audit_transport, stop.clone());
+
     let mut ids = ReportIds::open(&cfg.state_dir).map_err(|source| AgentError::StateDir {
         path: cfg.state_dir.clone(),
         source,
@@ -255,6 +274,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             }
             log_alerts = tick.alerts;
         }
+        for (name, value) in audit.custom_metrics() {
+            snap.custom.insert(name.to_owned(), value);
+        }
         let mut lines: Vec<Vec<u8>> = Vec::new();
         if let Some(engine) = engine.as_mut() {
             for v in engine.evaluate(&snap) {
@@ -263,7 +285,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                     // suppressAlerts: kept in the engine's status, never published.
                     continue;
                 }
-                lines.push(serde_json::to_vec(&v).expect("a violation event always serializes"));
+                let line = serde_json::to_vec(&v).expect("a violation event always serializes");
+                audit.violation(&v.behavior.name, None, &line);
+                lines.push(line);
             }
             // Model (re)training runs on the blocking pool, off the async workers.
             let jobs = engine.training_jobs();
@@ -287,7 +311,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         for a in &log_alerts {
             warn!(alert = a.kind.as_str(), source = %a.host, events = a.events, explanation = %a.detail, "Violation from logs.");
             interval_log_alerts.push(a.kind.as_str());
-            lines.push(log_alert_violation(&cfg.thing_name, a));
+            let line = log_alert_violation(&cfg.thing_name, a);
+            audit.violation(a.kind.as_str(), a.source, &line);
+            lines.push(line);
         }
         for line in lines {
             if let Err(e) = sink.violation(&cfg, line).await {

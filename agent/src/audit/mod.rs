@@ -26,6 +26,7 @@ pub mod logging;
 pub mod services;
 pub mod sessions;
 pub mod ssh;
+pub mod stage;
 
 #[cfg(test)]
 mod tests;
