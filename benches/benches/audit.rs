@@ -7,12 +7,13 @@
 //!   the real `/proc/net` tables and the host's journald, SSH and broker configuration. `sshd -T`
 //!   would run in a child process whose CPU is not counted here (no sshd is installed on the
 //!   reference machine);
-//! - `audit/fixture`: a copy of the `tests/fixtures/audit/weak` tree (8 findings) with the same
-//!   certificates and key inside it.
+//! - `audit/fixture`: a copy of the `tests/fixtures/audit/weak` tree with the same certificates
+//!   and key inside it (6 findings; the key and state directory modes are fine there).
 //!
 //! Run: `cargo bench -j2 -p benches --bench audit`
 //!
-//! Reference figures: see the README's measured figures.
+//! Reference figures (x86_64 VM, 2 shared vCPUs, other builds running; median CPU time per
+//! audit): host 2.85 ms, fixture 47 µs.
 
 use std::path::{Path, PathBuf};
 

@@ -378,3 +378,64 @@ impl RemediationConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, RemediationAction};
+
+    #[test]
+    fn defaults_audit_hourly_and_keep_remediation_off_and_dry() {
+        let c = Config::from_toml("").unwrap();
+        assert!(c.audit.enabled);
+        assert_eq!(c.audit.interval, Duration::from_secs(3600));
+        assert_eq!(c.audit.cert_expiry_warning, Duration::from_secs(30 * 86_400));
+        assert!(!c.remediation.enabled);
+        assert!(c.remediation.dry_run);
+        assert_eq!(c.remediation.max_per_hour[&RemediationAction::ReenableLogging], 2);
+    }
+
+    #[test]
+    fn audit_files_default_to_the_mqtt_files() {
+        let c = Config::from_toml(
+            "[mqtt]\nendpoint = \"x\"\nca_file = \"/c/ca.pem\"\ncert_file = \"/c/d.crt\"\nkey_file = \"/c/d.key\"\n[audit]\nkey_file = \"/other.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.audit.cert_file.as_deref(), Some(std::path::Path::new("/c/d.crt")));
+        assert_eq!(c.audit.ca_file.as_deref(), Some(std::path::Path::new("/c/ca.pem")));
+        assert_eq!(c.audit.key_file.as_deref(), Some(std::path::Path::new("/other.key")));
+    }
+
+    #[test]
+    fn every_remediation_problem_is_reported_with_its_key_and_line() {
+        let e = Config::from_toml(
+            "[audit]\ninterval = \"1s\"\ncolour = 1\n[remediation]\nnft_set = \"bridge x\"\nallow_list = [\"10.0.0.0/33\"]\nactions = { brute_force = [\"block_source\", \"reboot\"], LOGGING_DISABLED = [\"reenable_logging\"], X = [\"hook\"] }\nmax_per_hour = { nap = 3 }\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for want in [
+            "line 2: audit.interval",
+            "line 3: audit.colour: unknown key",
+            "line 5: remediation.nft_set",
+            "line 6: remediation.allow_list: \"10.0.0.0/33\": prefix must be 0 to 32",
+            "unknown action \"reboot\"",
+            "LOGGING_DISABLED: action \"reenable_logging\" needs remediation.logging_command",
+            "X: action \"hook\" needs remediation.hook",
+            "remediation.max_per_hour: unknown action \"nap\"",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn print_config_round_trips_audit_and_remediation() {
+        let c = Config::from_toml(
+            "[remediation]\nenabled = true\nhook = [\"/bin/true\"]\nallow_list = [\"10.0.0.0/8\", \"fd00::/8\"]\n[remediation.actions]\nbrute_force = [\"block_source\", \"hook\"]\n",
+        )
+        .unwrap();
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.audit, c.audit);
+        assert_eq!(again.remediation, c.remediation);
+    }
+}
