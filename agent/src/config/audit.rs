@@ -390,10 +390,16 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert!(c.audit.enabled);
         assert_eq!(c.audit.interval, Duration::from_secs(3600));
-        assert_eq!(c.audit.cert_expiry_warning, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            c.audit.cert_expiry_warning,
+            Duration::from_secs(30 * 86_400)
+        );
         assert!(!c.remediation.enabled);
         assert!(c.remediation.dry_run);
-        assert_eq!(c.remediation.max_per_hour[&RemediationAction::ReenableLogging], 2);
+        assert_eq!(
+            c.remediation.max_per_hour[&RemediationAction::ReenableLogging],
+            2
+        );
     }
 
     #[test]
@@ -402,9 +408,18 @@ mod tests {
             "[mqtt]\nendpoint = \"x\"\nca_file = \"/c/ca.pem\"\ncert_file = \"/c/d.crt\"\nkey_file = \"/c/d.key\"\n[audit]\nkey_file = \"/other.key\"\n",
         )
         .unwrap();
-        assert_eq!(c.audit.cert_file.as_deref(), Some(std::path::Path::new("/c/d.crt")));
-        assert_eq!(c.audit.ca_file.as_deref(), Some(std::path::Path::new("/c/ca.pem")));
-        assert_eq!(c.audit.key_file.as_deref(), Some(std::path::Path::new("/other.key")));
+        assert_eq!(
+            c.audit.cert_file.as_deref(),
+            Some(std::path::Path::new("/c/d.crt"))
+        );
+        assert_eq!(
+            c.audit.ca_file.as_deref(),
+            Some(std::path::Path::new("/c/ca.pem"))
+        );
+        assert_eq!(
+            c.audit.key_file.as_deref(),
+            Some(std::path::Path::new("/other.key"))
+        );
     }
 
     #[test]
