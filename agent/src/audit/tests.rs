@@ -740,3 +740,25 @@ proptest! {
         let _ = run(&t.inputs());
     }
 }
+
+#[test]
+fn openssl_made_rsa_1024_sha1_certificate_is_weak_in_pem_and_der() {
+    // Seeds of the `certificate` fuzz target, made with
+    // `openssl req -x509 -newkey rsa:1024 -sha1` (really signed, unlike the rcgen ones above).
+    for bytes in [
+        &include_bytes!("../../fuzz/corpus/certificate/rsa1024-sha1.pem")[..],
+        &include_bytes!("../../fuzz/corpus/certificate/rsa1024-sha1.der")[..],
+    ] {
+        let c = &certs::parse_bundle(bytes).unwrap()[0];
+        assert_eq!(
+            c.weaknesses,
+            vec![
+                "RSA key of 1024 bits (minimum 2048)".to_owned(),
+                "signed with sha1WithRSAEncryption".to_owned()
+            ]
+        );
+    }
+    let p256 =
+        &certs::parse_bundle(include_bytes!("../../fuzz/corpus/certificate/p256.pem")).unwrap()[0];
+    assert!(p256.weaknesses.is_empty(), "{:?}", p256.weaknesses);
+}
