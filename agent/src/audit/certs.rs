@@ -151,6 +151,25 @@ pub fn check(out: &mut Findings<'_>) {
     let inputs = out.inputs();
     let now = (inputs.now_ms / 1000) as i64;
     let warn = inputs.cert_expiry_warning.as_secs() as i64;
+    if inputs.cert_file.is_none() {
+        for check in [
+            DEVICE_CERTIFICATE_KEY_QUALITY,
+            DEVICE_CERTIFICATE_EXPIRING,
+            DEVICE_CERTIFICATE_EXPIRED,
+            DEVICE_CERTIFICATE_SHARED,
+        ] {
+            out.skip(
+                check,
+                "no device certificate configured ([mqtt] cert_file or [audit] cert_file)",
+            );
+        }
+    }
+    if inputs.ca_file.is_none() {
+        out.skip(
+            CA_CERTIFICATE_EXPIRING,
+            "no CA bundle configured ([mqtt] ca_file or [audit] ca_file)",
+        );
+    }
     if let Some(path) = inputs.cert_file.clone() {
         if let Some(certs) = load(out, DEVICE_CERTIFICATE_KEY_QUALITY, &path) {
             let c = &certs[0];

@@ -36,6 +36,10 @@ pub fn service_uid(out: &mut Findings<'_>) -> Result<u32, String> {
 /// Runs the check.
 pub fn check(out: &mut Findings<'_>) {
     let Some(path) = out.inputs().key_file.clone() else {
+        out.skip(
+            PRIVATE_KEY_PERMISSIVE,
+            "no private key configured ([mqtt] key_file or [audit] key_file)",
+        );
         return;
     };
     let meta = match std::fs::metadata(out.inputs().path(&path)) {

@@ -153,6 +153,16 @@ pub struct CheckError {
     pub message: String,
 }
 
+/// A check that did not apply to this device or configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSkipped {
+    /// Check id.
+    pub check_name: String,
+    /// Why it did not run.
+    pub reason: String,
+}
+
 /// MQTT sessions since the previous audit (from the live transport).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SessionCounts {
@@ -259,6 +269,9 @@ pub struct AuditReport {
     pub findings: Vec<Finding>,
     /// What could not be checked, and why.
     pub errors: Vec<CheckError>,
+    /// Checks that did not apply (nothing configured to look at), and why.
+    #[serde(default)]
+    pub skipped: Vec<CheckSkipped>,
 }
 
 impl AuditReport {
@@ -303,17 +316,21 @@ impl AuditReport {
                 e.check_name, e.resource, e.message
             ));
         }
+        for k in &self.skipped {
+            s.push_str(&format!("SKIPPED  {}: {}\n", k.check_name, k.reason));
+        }
         let count = |sev| self.findings.iter().filter(|f| f.severity == sev).count();
         s.push_str(&format!(
-            "{} finding{} ({} critical, {} high, {} medium, {} low), {} check{} run, {} could not be completed\n",
+            "{} finding{} ({} critical, {} high, {} medium, {} low), {} check{} run, {} skipped, {} could not be completed\n",
             self.findings.len(),
             if self.findings.len() == 1 { "" } else { "s" },
             count(Severity::Critical),
             count(Severity::High),
             count(Severity::Medium),
             count(Severity::Low),
-            self.checks.len(),
-            if self.checks.len() == 1 { "" } else { "s" },
+            self.checks.len() - self.skipped.len(),
+            if self.checks.len() - self.skipped.len() == 1 { "" } else { "s" },
+            self.skipped.len(),
             self.errors.len(),
         ));
         s
@@ -335,6 +352,7 @@ pub struct Findings<'a> {
     inputs: &'a AuditInputs,
     findings: Vec<Finding>,
     errors: Vec<CheckError>,
+    skipped: Vec<CheckSkipped>,
 }
 
 /// A finding under construction.
@@ -362,7 +380,16 @@ impl<'a> Findings<'a> {
             inputs,
             findings: Vec::new(),
             errors: Vec::new(),
+            skipped: Vec::new(),
         }
+    }
+
+    /// Records a check that does not apply here.
+    pub fn skip(&mut self, check: &str, reason: impl Into<String>) {
+        self.skipped.push(CheckSkipped {
+            check_name: check.to_owned(),
+            reason: reason.into(),
+        });
     }
 
     /// The inputs.
@@ -430,6 +457,7 @@ pub fn run(inputs: &AuditInputs) -> AuditReport {
     let Findings {
         mut findings,
         errors,
+        skipped,
         ..
     } = out;
     findings.sort_by(|a, b| {
@@ -445,6 +473,7 @@ pub fn run(inputs: &AuditInputs) -> AuditReport {
         checks: CHECKS.iter().map(|s| s.to_string()).collect(),
         findings,
         errors,
+        skipped,
     }
 }
 

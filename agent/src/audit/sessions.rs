@@ -15,6 +15,10 @@ pub const TAKEOVER_THRESHOLD: u64 = 3;
 pub fn check(out: &mut Findings<'_>) {
     let inputs = out.inputs();
     let (Some(s), Some(client_id)) = (inputs.sessions, inputs.client_id.clone()) else {
+        out.skip(
+            CONFLICTING_CLIENT_IDS,
+            "no live MQTT session to look at (only inside `run` with [mqtt])",
+        );
         return;
     };
     if s.short_sessions < TAKEOVER_THRESHOLD {

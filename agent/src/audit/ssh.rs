@@ -168,6 +168,10 @@ pub fn settings(out: &mut Findings<'_>) -> Option<(BTreeMap<String, String>, Sou
 /// Runs the check.
 pub fn check(out: &mut Findings<'_>) {
     let Some((values, source)) = settings(out) else {
+        out.skip(
+            SSH_WEAK_CONFIG,
+            format!("no SSH server configuration ({SSHD_CONFIG} is absent)"),
+        );
         return;
     };
     for &(key, default, severity, meaning, fix) in RULES {
