@@ -60,6 +60,22 @@ pub enum Command {
     Logs(LogsCommand),
     /// List the custom metrics the agent reports, with the commands that register them.
     Metrics(MetricsArgs),
+    /// Audit this device's security configuration: exit 0 no finding, 3 low/medium, 4 high/critical.
+    Audit(AuditArgs),
+}
+
+/// `audit` arguments.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// JSON output (one object: findings and errors).
+    #[arg(long)]
+    pub json: bool,
+    /// Filesystem root to audit (a mounted image or a fixture tree).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// `--config FILE`

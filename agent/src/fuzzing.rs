@@ -88,3 +88,8 @@ pub fn config(data: &[u8]) {
         let _ = crate::config::Config::from_toml(text);
     }
 }
+
+/// Arbitrary bytes as a certificate file (PEM bundle or DER), as the device audit reads it.
+pub fn certificate(data: &[u8]) {
+    let _ = crate::audit::certs::parse_bundle(data);
+}

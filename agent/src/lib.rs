@@ -11,6 +11,7 @@
 //!    TLS), or, with no transport configured, to the local outbox.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;
+pub mod remediate;
 pub mod report;
 pub mod shutdown;
 pub mod snapshot;

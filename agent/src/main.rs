@@ -144,6 +144,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = pipeline::logs_scan(&cfg, &args)?;
             Ok(code)
         }
+        Command::Audit(args) => {
+            let cfg = load_config(&args.config)?;
+            if !args.root.is_dir() {
+                return Err(
+                    UsageError(format!("--root {}: not a directory", args.root.display())).into(),
+                );
+            }
+            let inputs =
+                edgewarden::audit::AuditInputs::from_config(&cfg, &args.root, pipeline::now_ms());
+            let report = edgewarden::audit::run(&inputs);
+            let text = if args.json {
+                let mut s = serde_json::to_string_pretty(&report)
+                    .context("cannot encode the audit report")?;
+                s.push('\n');
+                s
+            } else {
+                report.to_text()
+            };
+            print_stdout(text.as_bytes())?;
+            Ok(ExitCode::from(report.exit_code()))
+        }
         Command::Metrics(args) => {
             let text = if args.markdown {
                 metrics::markdown_table()

@@ -130,6 +130,10 @@ metric_names! {
     VIOLATIONS_DROPPED = "violations_dropped", Number, Sum, "Violations not stored because their share of the spool (one eighth) was full; reports are never dropped for them.";
     LOG_LINES_DROPPED = "log_lines_dropped", Number, Sum, "Log lines read but not analysed because their source exceeded its budget (20,000 lines/s, bursts of 200,000).";
     LOG_FORGED_EVENTS = "log_forged_events", Number, Sum, "Log lines reporting a security event without coming from a program that reports it (journald's process fields or the syslog tag); not counted as events.";
+    AUDIT_FINDINGS = "audit_findings", Number, Last, "Findings of the latest device audit (security configuration of the gateway itself).";
+    AUDIT_NONCOMPLIANT_CHECKS = "audit_noncompliant_checks", StringList, Last, "Audit checks with at least one finding in the latest device audit.";
+    REMEDIATION_ACTIONS = "remediation_actions", Number, Sum, "Remediation actions carried out or simulated (dry run) in the interval.";
+    REMEDIATION_FAILURES = "remediation_failures", Number, Sum, "Remediation actions that failed (command error, timeout, nft missing) in the interval.";
 }
 
 /// True when `name` is a valid custom metric name.

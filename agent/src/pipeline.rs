@@ -151,6 +151,20 @@ impl Sink {
         }
     }
 
+    /// Where the audit stage writes: the same kind of sink.
+    fn audit_output(&self) -> (crate::audit::stage::Output, Option<Arc<TransportStats>>) {
+        match self {
+            Sink::Outbox { stdout, .. } => (
+                crate::audit::stage::Output::Outbox { stdout: *stdout },
+                None,
+            ),
+            Sink::Spool { spool, stats } => (
+                crate::audit::stage::Output::Spool(spool.clone()),
+                Some(stats.clone()),
+            ),
+        }
+    }
+
     fn custom_metrics(&self) -> Vec<(&'static str, MetricValue)> {
         match self {
             Sink::Outbox { .. } => Vec::new(),
@@ -212,6 +226,11 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             Sink::Spool { spool, stats }
         }
     };
+
+    // Device audit and remediation: their own task, asleep between audits.
+    let (audit_output, audit_transport) = sink.audit_output();
+    let audit =
+        crate::audit::stage::spawn(&tasks, &cfg, audit_output, audit_transport, stop.clone());
 
     let mut ids = ReportIds::open(&cfg.state_dir).map_err(|source| AgentError::StateDir {
         path: cfg.state_dir.clone(),
@@ -283,6 +302,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             }
             log_alerts = tick.alerts;
         }
+        for (name, value) in audit.custom_metrics() {
+            snap.custom.insert(name.to_owned(), value);
+        }
         let mut lines: Vec<Vec<u8>> = Vec::new();
         if let Some(engine) = engine.as_mut() {
             for v in engine.evaluate(&snap) {
@@ -291,7 +313,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                     // suppressAlerts: kept in the engine's status, never published.
                     continue;
                 }
-                lines.push(serde_json::to_vec(&v).expect("a violation event always serializes"));
+                let line = serde_json::to_vec(&v).expect("a violation event always serializes");
+                audit.violation(&v.behavior.name, None, &line);
+                lines.push(line);
             }
             // Model (re)training runs on the blocking pool, off the async workers.
             let jobs = engine.training_jobs();
@@ -319,6 +343,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             &cfg.thing_name,
             due,
             &mut interval_log_alerts,
+            |kind, source, line| audit.violation(kind, source, line),
         ));
         let dropped = store_violations(&cfg, &mut sink, lines).await;
         snap.custom.insert(
@@ -464,10 +489,13 @@ pub const LOG_RULES_PROFILE: &str = "edgewarden-log-rules";
 
 /// Coalesced log alerts as violation events, in the same shape as the security-profile
 /// violations; their kinds are noted for the interval's summary metrics.
+/// One violation per batch of log alerts; `remediate(kind, source, violation)` is told of each
+/// source it names (once without a source when it names none).
 fn log_alert_violations(
     thing: &str,
     batches: Vec<logs::alerts::AlertBatch>,
     interval_kinds: &mut Vec<&'static str>,
+    mut remediate: impl FnMut(&str, Option<std::net::IpAddr>, &[u8]),
 ) -> Vec<Vec<u8>> {
     batches
         .into_iter()
@@ -475,7 +503,16 @@ fn log_alert_violations(
             let explanation = b.explanation();
             warn!(alert = b.kind.as_str(), alerts = b.alerts, events = b.events, explanation = %explanation, "Violation from logs.");
             interval_kinds.push(b.kind.as_str());
-            b.violation(thing, LOG_RULES_PROFILE)
+            let line = b.violation(thing, LOG_RULES_PROFILE);
+            let mut named = false;
+            for ip in b.sources.iter().filter_map(|s| s.parse().ok()) {
+                named = true;
+                remediate(b.kind.as_str(), Some(ip), &line);
+            }
+            if !named {
+                remediate(b.kind.as_str(), None, &line);
+            }
+            line
         })
         .collect()
 }

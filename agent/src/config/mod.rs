@@ -5,6 +5,7 @@
 //! naming its key and line, so one `edgewarden validate` run shows them all. Only a validated
 //! [`Config`] reaches the pipeline; its fields hold `Duration`s, sizes and paths, never raw strings.
 
+mod audit;
 pub mod raw;
 
 use std::fmt;
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raw::RawConfig;
+
+pub use audit::{AuditConfig, RemediationAction, RemediationConfig};
 
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
@@ -250,6 +253,10 @@ pub struct Config {
     pub detect: DetectConfig,
     /// `[logs]`
     pub logs: LogsConfig,
+    /// `[audit]`
+    pub audit: AuditConfig,
+    /// `[remediation]`
+    pub remediation: RemediationConfig,
     /// Non-fatal remarks (e.g. a report interval below 300 s), logged once at start.
     pub warnings: Vec<String>,
 }
@@ -278,10 +285,12 @@ impl Config {
                 message: format!("cannot read {}: {e}", path.display()),
             }],
         })?;
-        Config::from_toml(&src).map_err(|mut e| {
+        let mut cfg = Config::from_toml(&src).map_err(|mut e| {
             e.path = Some(path.to_owned());
             e
-        })
+        })?;
+        cfg.audit.config_file = Some(path.to_owned());
+        Ok(cfg)
     }
 
     /// Parses and validates TOML text.
@@ -331,6 +340,12 @@ impl Config {
                         "logs" => toml::Value::Table(t.clone())
                             .try_into::<raw::RawLogs>()
                             .map(drop),
+                        "audit" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawAudit>()
+                            .map(drop),
+                        "remediation" => toml::Value::Table(t.clone())
+                            .try_into::<raw::RawRemediation>()
+                            .map(drop),
                         _ => Ok(()),
                     };
                     let Err(e) = probe else { break };
@@ -359,6 +374,8 @@ impl Config {
                     "spool" => raw.spool = value.try_into()?,
                     "detect" => raw.detect = value.try_into()?,
                     "logs" => raw.logs = value.try_into()?,
+                    "audit" => raw.audit = value.try_into()?,
+                    "remediation" => raw.remediation = value.try_into()?,
                     _ => {
                         errors.push(ConfigError {
                             line: locate(src, "", &key),
@@ -631,6 +648,9 @@ impl Config {
             max_sources: v.int("logs", "max_sources", l.max_sources, 4096, 16, 10_000_000) as usize,
         };
 
+        let audit = audit::audit_from_raw(&mut v, &raw.audit, mqtt.as_ref());
+        let remediation = audit::remediation_from_raw(&mut v, &raw.remediation);
+
         if !v.errors.is_empty() {
             return Err(sorted(v.errors));
         }
@@ -644,6 +664,8 @@ impl Config {
             spool,
             detect,
             logs,
+            audit,
+            remediation,
             warnings: v.warnings,
         })
     }
@@ -716,6 +738,8 @@ impl Config {
             brute_force_window: Some(d(self.logs.brute_force_window)),
             max_sources: Some(self.logs.max_sources as i64),
         };
+        raw.audit = self.audit.to_raw();
+        raw.remediation = self.remediation.to_raw();
         toml::to_string_pretty(&raw).expect("a RawConfig always serializes")
     }
 

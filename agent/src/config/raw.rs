@@ -33,6 +33,12 @@ pub struct RawConfig {
     /// `[logs]`
     #[serde(default)]
     pub logs: RawLogs,
+    /// `[audit]`
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// `[remediation]`
+    #[serde(default)]
+    pub remediation: RawRemediation,
 }
 
 /// `[collect]`
@@ -111,4 +117,39 @@ pub struct RawLogs {
     pub brute_force_failures: Option<i64>,
     pub brute_force_window: Option<String>,
     pub max_sources: Option<i64>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub cert_expiry_warning: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub service_user: Option<String>,
+    pub sshd_test: Option<bool>,
+    pub mosquitto_config: Option<String>,
+    pub peer_state_dirs: Option<Vec<String>>,
+    pub topic: Option<String>,
+}
+
+/// `[remediation]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemediation {
+    pub enabled: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout: Option<String>,
+    pub publish_topic: Option<String>,
+    pub nft: Option<String>,
+    pub nft_set: Option<String>,
+    pub block_timeout: Option<String>,
+    pub allow_list: Option<Vec<String>>,
+    pub logging_command: Option<Vec<String>>,
+    pub actions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub max_per_hour: Option<std::collections::BTreeMap<String, i64>>,
 }

@@ -333,6 +333,9 @@ impl Transporter {
                         self.on_error(&e, connected, &st);
                         let healthy = connected_at
                             .is_some_and(|t| got_puback || t.elapsed() >= HEALTHY_SESSION);
+                        if connected_at.is_some() && !healthy {
+                            TransportStats::incr(&self.stats.short_sessions);
+                        }
                         return SessionEnd::Lost { healthy };
                     }
                     None => return SessionEnd::Lost { healthy: false },

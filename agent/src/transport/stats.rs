@@ -29,6 +29,9 @@ pub struct TransportStats {
     pub tls_failures: AtomicU64,
     /// Established sessions that ended other than by our own disconnect.
     pub disconnects: AtomicU64,
+    /// Sessions the broker closed shortly after CONNACK with nothing acknowledged (what a second
+    /// client taking over our client id looks like); read by the device audit.
+    pub short_sessions: AtomicU64,
     /// Records published and acknowledged by the broker (PUBACK).
     pub published: AtomicU64,
     /// Reports Device Defender accepted.
