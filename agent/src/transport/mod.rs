@@ -33,6 +33,7 @@
 //! [`check_mqtt_files`] validates the files (and the endpoint's resolution) before the first
 //! connection attempt; [`run`] refuses to start when the files are unusable.
 
+pub mod greengrass;
 pub mod mqtt;
 pub mod response;
 pub mod session;
