@@ -96,19 +96,14 @@ pub fn ipc_frame(data: &[u8]) {
     let mut d = Decoder::new(64 * 1024);
     for chunk in data.chunks(97) {
         d.push(chunk);
-        loop {
-            match d.next_frame() {
-                Ok(Some(f)) => {
-                    let _ = (f.message_type(), f.flags(), f.stream_id());
-                    let bytes = f.encode(64 * 1024).expect("a decoded frame re-encodes");
-                    assert_eq!(
-                        decode_frame(&bytes, 64 * 1024).as_ref(),
-                        Ok(&f),
-                        "a re-encoded frame decodes to itself"
-                    );
-                }
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(f)) = d.next_frame() {
+            let _ = (f.message_type(), f.flags(), f.stream_id());
+            let bytes = f.encode(64 * 1024).expect("a decoded frame re-encodes");
+            assert_eq!(
+                decode_frame(&bytes, 64 * 1024).as_ref(),
+                Ok(&f),
+                "a re-encoded frame decodes to itself"
+            );
         }
     }
 }

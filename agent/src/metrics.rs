@@ -121,6 +121,7 @@ metric_names! {
     LOG_ALERTS = "log_alerts", Number, Sum, "Alerts raised from logs (brute force, user enumeration, scans, client-id takeover).";
     LOG_LINES_SKIPPED = "log_lines_skipped", Number, Sum, "Log lines skipped for exceeding the line length cap.";
     LOG_SOURCES_EVICTED = "log_sources_evicted", Number, Sum, "Source addresses dropped from the log tracker because its table was full.";
+    IPC_PROTOCOL_ERRORS = "ipc_protocol_errors", Number, Last, "Greengrass IPC protocol faults (undecodable frames, unknown message types, protocol errors from the nucleus) since start; reported in Greengrass mode only.";
 }
 
 /// True when `name` is a valid custom metric name.
