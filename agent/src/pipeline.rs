@@ -175,6 +175,8 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
     let tasks = tokio_util::task::TaskTracker::new();
     // Configuration pushed by the platform (Greengrass component configuration), applied live.
     let (live_tx, mut live_rx) = tokio::sync::watch::channel(ComponentSettings::default());
+    // The transport drains once the pipeline has written its last report, not before.
+    let transport_stop = CancellationToken::new();
     let mut sink = match publisher {
         None => {
             let outbox = Outbox::open(&cfg.state_dir, cfg.outbox.max_bytes)?;
@@ -188,8 +190,9 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
             let spool = SharedSpool::new(Spool::open(&cfg.state_dir.join("spool"), &cfg.spool)?);
             let stats = Arc::new(TransportStats::default());
             let (spool2, stats2, stop2) = (spool.clone(), stats.clone(), stop.clone());
+            let transport_stop = transport_stop.clone();
             tasks.spawn(async move {
-                if let Err(e) = publisher.run(spool2, stats2, live_tx, stop2.clone()).await {
+                if let Err(e) = publisher.run(spool2, stats2, live_tx, transport_stop).await {
                     error!(error = %e, "Transport stopped; reports stay in the spool.");
                     stop2.cancel();
                 }
@@ -366,6 +369,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
     }
+    transport_stop.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(4), tasks.wait())
         .await
