@@ -605,10 +605,11 @@ async fn serve(state: Arc<Mutex<State>>, id: u64, stream: UnixStream, stop: Canc
         st.iot_subs.retain(|s| s.conn != id);
         st.config_subs.retain(|s| s.conn != id);
     }
-    drop(c);
     if !close_delay.is_zero() {
         tokio::time::sleep(close_delay).await;
     }
+    // The writer ends when the last sender is gone: only now.
+    drop(c);
     writer_stop.cancel();
     let _ = writer.await;
 }
