@@ -229,3 +229,137 @@ impl Connection {
         let _ = self.stream.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A server that accepts one connection, reads the CONNECT, then writes `reply`.
+    async fn server(reply: Vec<u8>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipc.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut d = Decoder::new(4096);
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                d.push(&buf[..n]);
+                if let Some(f) = d.next_frame().unwrap() {
+                    assert_eq!(f.message_type().unwrap(), MessageType::Connect);
+                    break;
+                }
+            }
+            s.write_all(&reply).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_connect_times_out() {
+        let (_dir, path) = server(Vec::new()).await;
+        let e = Connection::connect(&path, "T", Duration::from_millis(200), 4096)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, IpcError::ConnectTimeout(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "no CONNECT_ACK from the nucleus within 0.2 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ack_without_the_accepted_flag_is_an_authentication_failure() {
+        let ack = Frame::new(MessageType::ConnectAck, 0, 0)
+            .encode(4096)
+            .unwrap();
+        let (_dir, path) = server(ack).await;
+        let e = Connection::connect(&path, "T", Duration::from_secs(5), 4096)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, IpcError::AuthRejected(_)), "{e}");
+        assert!(e.to_string().contains("SVCUID"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_before_it_is_buffered() {
+        let mut big = Frame::new(MessageType::ConnectAck, FLAG_CONNECTION_ACCEPTED, 0);
+        big.payload = vec![b'x'; 8000];
+        let (_dir, path) = server(big.encode(usize::MAX).unwrap()).await;
+        let e = Connection::connect(&path, "T", Duration::from_secs(5), 4096)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed frame from the nucleus: frame of 8071 bytes exceeds the 4096-byte limit"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connection_numbers_streams_from_one() {
+        let ack = Frame::new(MessageType::ConnectAck, FLAG_CONNECTION_ACCEPTED, 0)
+            .encode(4096)
+            .unwrap();
+        let (_dir, path) = server(ack).await;
+        let mut c = Connection::connect(&path, "T", Duration::from_secs(5), 4096)
+            .await
+            .unwrap();
+        assert_eq!(c.last_stream(), 0);
+        assert_eq!(
+            c.request("UpdateState", &serde_json::json!({"state": "RUNNING"}))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            c.request("GetConfiguration", &serde_json::json!({}))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(c.last_stream(), 2);
+    }
+
+    #[test]
+    fn operation_errors_are_read_from_the_model_type_or_the_payload() {
+        let f = Frame::reply(
+            MessageType::ApplicationError,
+            FLAG_TERMINATE_STREAM,
+            3,
+            "application/json",
+            Some("aws.greengrass#UnauthorizedError"),
+            br#"{"_message":"m1","message":"not authorized"}"#.to_vec(),
+        );
+        let e = RpcError::from_frame(&f);
+        assert_eq!(e.code, "UnauthorizedError");
+        assert_eq!(e.message, "not authorized");
+        assert!(!e.retryable());
+        let f = Frame::reply(
+            MessageType::ApplicationError,
+            FLAG_TERMINATE_STREAM,
+            3,
+            "text/plain",
+            None,
+            b"InternalServerError".to_vec(),
+        );
+        let e = RpcError::from_frame(&f);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("Unmodeled", "InternalServerError")
+        );
+        assert!(e.retryable());
+        let f = Frame::reply(
+            MessageType::ApplicationError,
+            FLAG_TERMINATE_STREAM,
+            3,
+            "application/json",
+            None,
+            br#"{"_errorCode":"ServiceError","_message":"mqtt down"}"#.to_vec(),
+        );
+        let e = RpcError::from_frame(&f);
+        assert_eq!(e.to_string(), "ServiceError: mqtt down");
+    }
+}

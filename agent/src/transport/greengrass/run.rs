@@ -345,6 +345,11 @@ impl Transporter {
             if s.paused_until.is_some_and(|t| t <= now) {
                 s.paused_until = None;
             }
+            if s.replay_at.is_some_and(|t| t <= now) {
+                // Resume from the oldest record still spooled (in-flight ones are skipped).
+                s.replay_at = None;
+                s.cursor = None;
+            }
             let mut exhausted = false;
             if s.paused_until.is_none() {
                 exhausted = self.fill(s).await.map_err(io)?;
@@ -384,10 +389,7 @@ impl Transporter {
                 },
                 _ = self.spool.appended(), if can_send => {}
                 _ = until(paused_until) => {}
-                _ = until(replay_at) => {
-                    s.replay_at = None;
-                    s.cursor = None;
-                }
+                _ = until(replay_at) => {}
                 _ = until(config_at) => {
                     s.config_at = None;
                     self.open(s, "GetConfiguration", json!({})).await.map_err(io)?;
