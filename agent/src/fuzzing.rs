@@ -93,3 +93,22 @@ pub fn config(data: &[u8]) {
 pub fn certificate(data: &[u8]) {
     let _ = crate::audit::certs::parse_bundle(data);
 }
+
+/// Greengrass IPC frames: the incremental decoder over the input as a byte stream, and every
+/// decoded frame's standard headers and re-encoding.
+pub fn ipc_frame(data: &[u8]) {
+    use crate::transport::greengrass::frame::{decode_frame, Decoder};
+    let mut d = Decoder::new(64 * 1024);
+    for chunk in data.chunks(97) {
+        d.push(chunk);
+        while let Ok(Some(f)) = d.next_frame() {
+            let _ = (f.message_type(), f.flags(), f.stream_id());
+            let bytes = f.encode(64 * 1024).expect("a decoded frame re-encodes");
+            assert_eq!(
+                decode_frame(&bytes, 64 * 1024).as_ref(),
+                Ok(&f),
+                "a re-encoded frame decodes to itself"
+            );
+        }
+    }
+}

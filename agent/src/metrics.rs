@@ -134,6 +134,7 @@ metric_names! {
     AUDIT_NONCOMPLIANT_CHECKS = "audit_noncompliant_checks", StringList, Last, "Audit checks with at least one finding in the latest device audit.";
     REMEDIATION_ACTIONS = "remediation_actions", Number, Sum, "Remediation actions carried out or simulated (dry run) in the interval.";
     REMEDIATION_FAILURES = "remediation_failures", Number, Sum, "Remediation actions that failed (command error, timeout, nft missing) in the interval.";
+    IPC_PROTOCOL_ERRORS = "ipc_protocol_errors", Number, Last, "Greengrass IPC protocol faults (undecodable frames, unknown message types, protocol errors from the nucleus) since start; reported in Greengrass mode only.";
 }
 
 /// True when `name` is a valid custom metric name.

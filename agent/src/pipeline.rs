@@ -32,6 +32,7 @@ use crate::outbox::{Outbox, OutboxError, REPORTS, VIOLATIONS};
 use crate::report::{self, Aggregator, ReportIds};
 use crate::snapshot::{MetricValue, Snapshot};
 use crate::spool::{SharedSpool, Spool, SpoolError};
+use crate::transport::greengrass::ComponentSettings;
 use crate::transport::{self, TransportStats};
 
 /// File in the state directory holding the detector's learned state.
@@ -178,7 +179,7 @@ impl Sink {
 }
 
 /// Runs the agent until `stop` is cancelled.
-pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| AgentError::StateDir {
         path: cfg.state_dir.clone(),
         source,
@@ -189,17 +190,25 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     for w in preflight(&cfg)? {
         warn!("{w}");
     }
+    let publisher = transport::Publisher::select(&cfg);
+    if let Some(p) = &publisher {
+        cfg.thing_name = p.thing_name().to_owned();
+    }
     info!(
         thing = %cfg.thing_name,
         state_dir = %cfg.state_dir.display(),
         collect_interval = ?cfg.collect.interval,
         report_interval = ?cfg.report.interval,
-        transport = if cfg.mqtt.is_some() { "mqtt" } else { "outbox" },
+        transport = publisher.as_ref().map_or("outbox", |p| p.name()),
         "Agent starting."
     );
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let mut sink = match &cfg.mqtt {
+    // Configuration pushed by the platform (Greengrass component configuration), applied live.
+    let (live_tx, mut live_rx) = tokio::sync::watch::channel(ComponentSettings::default());
+    // The transport drains once the pipeline has written its last report, not before.
+    let transport_stop = CancellationToken::new();
+    let mut sink = match publisher {
         None => {
             let outbox = Outbox::open(&cfg.state_dir, cfg.outbox.max_bytes)?;
             info!(dir = %outbox.dir().display(), "No transport configured; writing reports to the local outbox.");
@@ -208,17 +217,13 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                 stdout: cfg.outbox.stdout,
             }
         }
-        Some(m) => {
+        Some(publisher) => {
             let spool = SharedSpool::new(Spool::open(&cfg.state_dir.join("spool"), &cfg.spool)?);
             let stats = Arc::new(TransportStats::default());
-            let params = transport::mqtt::TransportParams::new(
-                m.clone(),
-                cfg.thing_name.clone(),
-                cfg.report.format,
-            );
             let (spool2, stats2, stop2) = (spool.clone(), stats.clone(), stop.clone());
+            let transport_stop = transport_stop.clone();
             tasks.spawn(async move {
-                if let Err(e) = transport::mqtt::run(params, spool2, stats2, stop2.clone()).await {
+                if let Err(e) = publisher.run(spool2, stats2, live_tx, transport_stop).await {
                     error!(error = %e, "Transport stopped; reports stay in the spool.");
                     stop2.cancel();
                 }
@@ -236,20 +241,12 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
         path: cfg.state_dir.clone(),
         source,
     })?;
-    let logs = cfg
+    let mut logs_stop = stop.child_token();
+    let mut logs = cfg
         .logs
         .enabled
-        .then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, stop.clone()));
-    let mut engine = if cfg.detect.enabled {
-        let profile = match &cfg.detect.profile {
-            Some(p) => detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?,
-            None => detect::default_profile(),
-        };
-        let state = load_engine_state(&cfg.state_dir);
-        Some(Engine::new(profile, &cfg.detect, &cfg.thing_name, state))
-    } else {
-        None
-    };
+        .then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, logs_stop.clone()));
+    let mut engine = new_engine(&cfg, load_engine_state(&cfg.state_dir))?;
 
     let mut aggregator = Aggregator::new(&cfg.report);
     let mut collector = Some(Collector::new(&cfg.collect));
@@ -275,6 +272,46 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
             _ = ticker.tick() => {}
             _ = watchdog.tick() => {
                 service.watchdog();
+                continue;
+            }
+            Ok(()) = live_rx.changed() => {
+                let settings = live_rx.borrow_and_update().clone();
+                let changed = transport::greengrass::apply_settings(&mut cfg, &settings);
+                if changed.any() {
+                    info!(
+                        collect_interval = ?cfg.collect.interval,
+                        report_interval = ?cfg.report.interval,
+                        format = cfg.report.format.as_str(),
+                        detect = cfg.detect.enabled,
+                        logs = cfg.logs.enabled,
+                        "Configuration changed; applied without a restart."
+                    );
+                }
+                if changed.collect {
+                    ticker = tokio::time::interval(cfg.collect.interval);
+                    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                }
+                if changed.report {
+                    next_report = next_report.min(Instant::now() + cfg.report.interval);
+                }
+                if changed.detect {
+                    let state = engine.as_ref().map(|e| e.state());
+                    if let Some(s) = &state {
+                        save_engine_state(&cfg.state_dir, s);
+                    }
+                    match new_engine(&cfg, state.or_else(|| load_engine_state(&cfg.state_dir))) {
+                        Ok(e) => engine = e,
+                        Err(e) => error!(error = %e, "Cannot rebuild the detector; keeping the previous one."),
+                    }
+                }
+                if changed.logs {
+                    logs_stop.cancel();
+                    logs_stop = stop.child_token();
+                    logs = cfg
+                        .logs
+                        .enabled
+                        .then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, logs_stop.clone()));
+                }
                 continue;
             }
         }
@@ -402,6 +439,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
     }
+    transport_stop.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(4), tasks.wait())
         .await
@@ -488,9 +526,9 @@ fn log_violation(v: &ViolationEvent) {
 pub const LOG_RULES_PROFILE: &str = "edgewarden-log-rules";
 
 /// Coalesced log alerts as violation events, in the same shape as the security-profile
-/// violations; their kinds are noted for the interval's summary metrics.
-/// One violation per batch of log alerts; `remediate(kind, source, violation)` is told of each
-/// source it names (once without a source when it names none).
+/// violations; their kinds are noted for the interval's summary metrics. `remediate(kind,
+/// source, violation)` is told of each source a violation names (once without a source when it
+/// names none).
 fn log_alert_violations(
     thing: &str,
     batches: Vec<logs::alerts::AlertBatch>,
@@ -534,6 +572,23 @@ async fn store_violations(cfg: &Config, sink: &mut Sink, lines: Vec<Vec<u8>>) ->
             n
         }
     }
+}
+
+/// The detection engine `cfg` asks for (`None` when detection is off), resuming `state`.
+fn new_engine(cfg: &Config, state: Option<EngineState>) -> Result<Option<Engine>, AgentError> {
+    if !cfg.detect.enabled {
+        return Ok(None);
+    }
+    let profile = match &cfg.detect.profile {
+        Some(p) => detect::load_profile(p).map_err(|e| AgentError::Profile(e.to_string()))?,
+        None => detect::default_profile(),
+    };
+    Ok(Some(Engine::new(
+        profile,
+        &cfg.detect,
+        &cfg.thing_name,
+        state,
+    )))
 }
 
 fn load_engine_state(dir: &Path) -> Option<EngineState> {

@@ -1,9 +1,11 @@
 //! Shared helpers of the integration tests: the agent binary, and (in submodules) the Device
-//! Defender report validator, the Device Defender emulator and the mosquitto harness.
+//! Defender report validator, the Device Defender emulator, the Greengrass nucleus IPC emulator
+//! and the mosquitto harness.
 
 pub mod broker;
 pub mod emulator;
 pub mod lab;
+pub mod greengrass;
 pub mod plain_broker;
 pub mod validator;
 

@@ -8,6 +8,8 @@
 //! * [`response`]: the tolerant parser of Device Defender answers and their correlation.
 //! * [`tls`]: certificate, key and CA loading, early checks, TLS failure messages.
 //! * [`stats`]: counters, exported as custom metrics.
+//! * [`greengrass`]: the same delivery through the Greengrass nucleus's IPC.
+//! * [`publisher`]: the [`Publisher`] seam that selects one of the two.
 //!
 //! # Configuration
 //!
@@ -33,7 +35,9 @@
 //! [`check_mqtt_files`] validates the files (and the endpoint's resolution) before the first
 //! connection attempt; [`run`] refuses to start when the files are unusable.
 
+pub mod greengrass;
 pub mod mqtt;
+pub mod publisher;
 pub mod response;
 pub mod session;
 pub mod stats;
@@ -44,6 +48,7 @@ use std::path::PathBuf;
 pub use mqtt::{
     run, Backoff, TransportParams, DEFAULT_DRAIN_DEADLINE, DEFAULT_PUBACK_TIMEOUT, PUBLISH_WINDOW,
 };
+pub use publisher::Publisher;
 pub use stats::TransportStats;
 pub use tls::check_mqtt_files;
 

@@ -44,6 +44,10 @@ pub struct TransportStats {
     pub unmatched_responses: AtomicU64,
     /// Messages on the response topics that could not be understood.
     pub malformed_responses: AtomicU64,
+    /// Greengrass IPC protocol faults: undecodable frames, unknown message types, frames on
+    /// streams never opened, PROTOCOL_ERROR / INTERNAL_ERROR from the nucleus.
+    pub ipc_protocol_errors: AtomicU64,
+    ipc: OnceLock<()>,
     rejected_by_code: Mutex<BTreeMap<String, u64>>,
     last_error: Mutex<Option<String>>,
     spool: OnceLock<SharedSpool>,
@@ -73,6 +77,12 @@ impl TransportStats {
     /// transport does this itself; later calls are ignored.
     pub fn attach_spool(&self, spool: &SharedSpool) {
         let _ = self.spool.set(spool.clone());
+    }
+
+    /// Marks these counters as the Greengrass transport's: [`TransportStats::custom_metrics`]
+    /// then includes `ipc_protocol_errors`.
+    pub fn mark_ipc(&self) {
+        let _ = self.ipc.set(());
     }
 
     /// Counts a rejection by its `ErrorCode`.
@@ -154,6 +164,12 @@ impl TransportStats {
             ),
             (metrics::DEFENDER_NO_RESPONSE, get(&self.no_response) as f64),
         ];
+        if self.ipc.get().is_some() {
+            v.push((
+                metrics::IPC_PROTOCOL_ERRORS,
+                get(&self.ipc_protocol_errors) as f64,
+            ));
+        }
         if let Some(s) = self.spool_stats() {
             v.push((metrics::SPOOL_DEPTH, s.depth as f64));
             v.push((metrics::SPOOL_DROPPED, s.dropped as f64));
