@@ -471,19 +471,12 @@ fn load_engine_state(dir: &Path) -> Option<EngineState> {
 
 fn save_engine_state(dir: &Path, state: &EngineState) {
     let path = dir.join(DETECT_STATE_FILE);
-    let tmp = dir.join(format!("{DETECT_STATE_FILE}.tmp"));
     // Streamed to the file: the state can be hundreds of KiB and is never held twice.
-    let res = std::fs::File::create(&tmp)
-        .and_then(|f| {
-            use std::io::Write as _;
-            let mut w = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut w, state).map_err(std::io::Error::other)?;
-            w.flush()?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    let res = crate::durable::write_atomic(&path, |w| {
+        serde_json::to_writer(w, state).map_err(std::io::Error::other)
+    });
     if let Err(e) = res {
-        warn!(file = %path.display(), error = %e, "Cannot save the learned detector state.");
+        warn!(error = %e, "Cannot save the learned detector state.");
     }
 }
 
