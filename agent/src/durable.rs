@@ -130,6 +130,9 @@ mod tests {
     fn errors_name_the_step_and_path() {
         let err = write_atomic_bytes(Path::new("/nonexistent-dir/x/state"), b"x").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("cannot create") && msg.contains("/nonexistent-dir/x/state.tmp"), "{msg}");
+        assert!(
+            msg.contains("cannot create") && msg.contains("/nonexistent-dir/x/state.tmp"),
+            "{msg}"
+        );
     }
 }

@@ -168,6 +168,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     );
 
     let tasks = tokio_util::task::TaskTracker::new();
+    // The transport drains only once the final report is in the spool (see the end of `run`).
+    let transport_stop = CancellationToken::new();
     let mut sink = match &cfg.mqtt {
         None => {
             let outbox = Outbox::open(&cfg.state_dir, cfg.outbox.max_bytes)?;
@@ -186,8 +188,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                 cfg.report.format,
             );
             let (spool2, stats2, stop2) = (spool.clone(), stats.clone(), stop.clone());
+            let drain = transport_stop.clone();
             tasks.spawn(async move {
-                if let Err(e) = transport::mqtt::run(params, spool2, stats2, stop2.clone()).await {
+                if let Err(e) = transport::mqtt::run(params, spool2, stats2, drain).await {
                     error!(error = %e, "Transport stopped; reports stay in the spool.");
                     stop2.cancel();
                 }
@@ -298,7 +301,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
 
         let now = Instant::now();
         if now >= next_report {
-            next_report = now + cfg.report.interval;
+            next_report = next_slot(next_report, now, cfg.report.interval);
             emit_report(
                 &cfg,
                 &mut sink,
@@ -332,8 +335,11 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
     }
+    // Only now, with the final report spooled, is the transport told to drain; it publishes what
+    // it can within its own deadline, which stays below the unit's `TimeoutStopSec`.
+    transport_stop.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(4), tasks.wait())
+    if tokio::time::timeout(transport::mqtt::SHUTDOWN_DEADLINE, tasks.wait())
         .await
         .is_err()
     {
@@ -401,6 +407,19 @@ async fn emit_report(
         Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
         Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
     }
+}
+
+/// The report slot after `slot`, given that a tick at `now` has just used it: one interval
+/// later, so that a tick firing late does not push every later report back, and past `now`, so
+/// that slots missed while the agent was stalled are skipped rather than sent in a burst.
+fn next_slot(slot: Instant, now: Instant, interval: Duration) -> Instant {
+    let next = slot + interval;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let skip = behind / interval.as_nanos().max(1) + 1;
+    next + interval * u32::try_from(skip).unwrap_or(u32::MAX)
 }
 
 fn log_violation(v: &ViolationEvent) {
@@ -540,4 +559,39 @@ pub fn logs_scan(cfg: &Config, args: &LogsScanArgs) -> anyhow::Result<ExitCode> 
     crate::logs::scan_files(&args.files, opts, &mut out)?;
     std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_slots_keep_their_cadence_when_ticks_fire_late() {
+        let t0 = Instant::now();
+        let iv = Duration::from_secs(2);
+        // A tick 30 ms late uses the slot at 2 s; the next slot is 4 s, not 4.03 s.
+        assert_eq!(
+            next_slot(t0 + iv, t0 + iv + Duration::from_millis(30), iv),
+            t0 + 2 * iv
+        );
+        // Ten late ticks in a row never drift.
+        let mut slot = t0 + iv;
+        for _ in 0..10 {
+            slot = next_slot(slot, slot + Duration::from_millis(999), iv);
+        }
+        assert_eq!(slot, t0 + 11 * iv);
+    }
+
+    #[test]
+    fn report_slots_missed_during_a_stall_are_skipped_not_sent_in_a_burst() {
+        let t0 = Instant::now();
+        let iv = Duration::from_secs(2);
+        // Stalled until 7.5 s: slots 4 s and 6 s are skipped; the next is 8 s.
+        assert_eq!(
+            next_slot(t0 + iv, t0 + Duration::from_millis(7500), iv),
+            t0 + 4 * iv
+        );
+        // Exactly on a slot boundary: that slot is used now, the next follows.
+        assert_eq!(next_slot(t0 + iv, t0 + 3 * iv, iv), t0 + 4 * iv);
+    }
 }

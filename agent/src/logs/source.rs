@@ -118,7 +118,6 @@ impl Positions {
     }
 }
 
-
 /// State shared by the followers and the drain.
 #[derive(Debug)]
 pub struct Shared {

@@ -5,8 +5,8 @@
 //! written to `report_id.tmp`, fsynced, renamed over the old file, and the directory fsynced, so
 //! a crash leaves either the old or the new id, never a torn file.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;

@@ -46,6 +46,10 @@ use crate::spool::SharedSpool;
 pub const PUBLISH_WINDOW: usize = 16;
 /// Time given at shutdown to publish what is spooled and collect PUBACKs.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a stopping agent waits for the transport: the drain deadline, the disconnect grace
+/// and a margin. Below the unit's `TimeoutStopSec` (30 s).
+pub const SHUTDOWN_DEADLINE: Duration =
+    Duration::from_secs(DEFAULT_DRAIN_DEADLINE.as_secs() + DISCONNECT_GRACE.as_secs() + 2);
 /// A publish without PUBACK for this long ends the session (a broker that withholds acks
 /// would otherwise stall the window forever).
 pub const DEFAULT_PUBACK_TIMEOUT: Duration = Duration::from_secs(60);
