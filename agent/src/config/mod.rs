@@ -586,6 +586,12 @@ impl Config {
                 "violations_topic",
                 format!("{violations_topic:?} must be a plain topic outside $aws/ (no wildcards)"),
             );
+        } else if let Some(why) = topic_problem(&violations_topic.replace("{thing}", &thing_name)) {
+            v.err(
+                "detect",
+                "violations_topic",
+                format!("{violations_topic:?} for thing {thing_name:?}: {why}"),
+            );
         }
         let detect = DetectConfig {
             enabled: d.enabled.unwrap_or(true),
@@ -924,6 +930,33 @@ pub fn locate(src: &str, section: &str, key: &str) -> Option<usize> {
     }
     None
 }
+
+/// AWS IoT Core's limits on a topic name: at most [`MAX_TOPIC_BYTES`] bytes and
+/// [`MAX_TOPIC_SLASHES`] slashes, no NUL. A topic beyond them is refused by the broker, which
+/// closes the connection. `None` when `topic` is within them.
+pub fn topic_problem(topic: &str) -> Option<String> {
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Some(format!(
+            "the topic is {} bytes long; AWS IoT allows {MAX_TOPIC_BYTES}",
+            topic.len()
+        ));
+    }
+    let slashes = topic.bytes().filter(|&b| b == b'/').count();
+    if slashes > MAX_TOPIC_SLASHES {
+        return Some(format!(
+            "the topic has {slashes} slashes; AWS IoT allows {MAX_TOPIC_SLASHES}"
+        ));
+    }
+    if topic.contains('\0') {
+        return Some("the topic contains a NUL character".to_owned());
+    }
+    None
+}
+
+/// Longest topic name AWS IoT Core accepts, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 256;
+/// Most forward slashes AWS IoT Core accepts in a topic name.
+pub const MAX_TOPIC_SLASHES: usize = 7;
 
 fn valid_thing_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
