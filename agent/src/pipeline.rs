@@ -512,10 +512,9 @@ pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow:
             .clamp(Duration::from_secs(1), Duration::from_secs(2)),
     );
     agg.add(&c.sample());
-    let id = ReportIds::open(&cfg.state_dir)
-        .and_then(|mut ids| ids.next(now_ms()))
-        .unwrap_or_else(|_| now_ms());
-    let rep = agg.take(id);
+    // Printed, never sent: the id is the wall clock, and the running agent's persisted id in the
+    // state directory is neither read nor advanced.
+    let rep = agg.take(now_ms());
     let bytes = report::encode(&rep, format);
     if pretty && format != ReportFormat::Cbor {
         let v: serde_json::Value = serde_json::from_slice(&bytes)?;

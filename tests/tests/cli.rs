@@ -178,3 +178,37 @@ fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
     }
     assert!(text.lines().count() >= 2, "{text}");
 }
+
+#[test]
+fn offline_commands_leave_the_system_state_directory_alone() {
+    let system = std::path::Path::new("/var/lib/edgewarden");
+    let before = std::fs::metadata(system)
+        .ok()
+        .map(|m| m.modified().unwrap());
+    let report_id = std::fs::read(system.join("report_id")).ok();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["collect", "--once"][..],
+        &["validate"],
+        &["print-config"],
+        &["metrics"],
+        &["profile", "default"],
+        &["status"],
+    ] {
+        let out = edgewarden(args, dir.path());
+        assert!(
+            out.status.code().is_some(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = std::fs::metadata(system)
+        .ok()
+        .map(|m| m.modified().unwrap());
+    assert_eq!(before, after, "{} created or changed", system.display());
+    assert_eq!(
+        std::fs::read(system.join("report_id")).ok(),
+        report_id,
+        "the persisted report id changed"
+    );
+}

@@ -734,11 +734,7 @@ impl Config {
 
     /// The Device Defender metrics topic for this thing and format.
     pub fn defender_topic(&self) -> String {
-        format!(
-            "$aws/things/{}/defender/metrics/{}",
-            self.thing_name,
-            self.report.format.topic_suffix()
-        )
+        crate::report::Topics::new(&self.thing_name, self.report.format).report
     }
 }
 
@@ -986,10 +982,13 @@ pub fn default_thing_name() -> String {
     }
 }
 
-/// `/var/lib/edgewarden` when writable (root, or the packaged service user), else a user directory.
+/// `/var/lib/edgewarden` when it exists and belongs to this process's user (the packaged service
+/// user), else a directory of the user's own. Nothing is created or written here: a hand run as
+/// root never leaves root-owned files in the service's directory, and commands that only read
+/// the configuration (`validate`, `print-config`, `collect`) touch no state.
 pub fn default_state_dir() -> PathBuf {
     let system = Path::new(DEFAULT_STATE_DIR);
-    if writable_dir(system) {
+    if owned_dir(system) {
         return system.to_owned();
     }
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
@@ -1001,14 +1000,14 @@ pub fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("edgewarden")
 }
 
-fn writable_dir(p: &Path) -> bool {
-    if std::fs::create_dir_all(p).is_err() {
-        return false;
+/// True when `p` is a directory owned by this process's effective user (the owner of
+/// `/proc/self`).
+fn owned_dir(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(p), std::fs::metadata("/proc/self")) {
+        (Ok(d), Ok(me)) => d.is_dir() && d.uid() == me.uid(),
+        _ => false,
     }
-    let probe = p.join(".write-probe");
-    let ok = std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
 
 #[cfg(test)]

@@ -141,14 +141,12 @@ struct Topics {
 
 impl Topics {
     fn new(thing: &str, format: ReportFormat) -> Topics {
-        let base = format!(
-            "$aws/things/{thing}/defender/metrics/{}",
-            format.topic_suffix()
-        );
+        let t = crate::report::Topics::new(thing, format);
+        let publish_prefix = t.report[..=t.report.rfind('/').unwrap_or(0)].to_owned();
         Topics {
-            accepted: format!("{base}/accepted"),
-            rejected: format!("{base}/rejected"),
-            publish_prefix: format!("$aws/things/{thing}/defender/metrics/"),
+            accepted: t.accepted,
+            rejected: t.rejected,
+            publish_prefix,
             encoding: match format {
                 ReportFormat::Cbor => Encoding::Cbor,
                 ReportFormat::Json | ReportFormat::JsonShort => Encoding::Json,
