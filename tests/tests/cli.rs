@@ -212,3 +212,39 @@ fn offline_commands_leave_the_system_state_directory_alone() {
         "the persisted report id changed"
     );
 }
+
+#[test]
+fn validate_without_a_file_checks_the_configuration_run_would_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgewarden(&["validate"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/etc/edgewarden/edgewarden.toml").exists() {
+        assert!(err.contains("/etc/edgewarden/edgewarden.toml"), "{err}");
+    } else {
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("embedded default"), "{err}");
+    }
+}
+
+#[test]
+fn logs_scan_refuses_missing_and_compressed_files_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.log");
+    let out = edgewarden(&["logs", "scan", missing.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.log") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let gz = dir.path().join("auth.log.2.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+    let out = edgewarden(&["logs", "scan", gz.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gzip-compressed") && err.contains("zcat"),
+        "{err}"
+    );
+}
