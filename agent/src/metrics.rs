@@ -174,6 +174,16 @@ pub fn create_commands() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_lists_every_custom_metric_as_the_registry_does() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's custom metric table differs from `edgewarden metrics --markdown`; paste its output:\n{table}"
+        );
+    }
+
     use super::*;
 
     #[test]
