@@ -16,6 +16,7 @@ use edgewarden::config::{MqttConfig, ReportFormat, SpoolConfig};
 use edgewarden::spool::{SharedSpool, Spool};
 use edgewarden::transport::{self, TransportParams, TransportStats};
 use integration_tests::broker::{wait_for, Identity, Pki, Validity};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
@@ -59,16 +60,14 @@ impl Drop for FakeBroker {
 
 fn load_certs(path: &Path) -> Vec<CertificateDer<'static>> {
     let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::certs(&mut pem.as_slice())
+    CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .unwrap()
 }
 
 fn load_key(path: &Path) -> PrivateKeyDer<'static> {
     let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .unwrap()
-        .unwrap()
+    PrivateKeyDer::from_pem_slice(&pem).unwrap()
 }
 
 fn server_config(pki: &Pki, server: &Identity) -> Arc<ServerConfig> {
