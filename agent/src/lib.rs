@@ -16,6 +16,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod detect;
+pub mod durable;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;

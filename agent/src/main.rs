@@ -32,11 +32,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves which configuration applies: `--config`, `$EDGEWARDEN_CONFIG`, the default path when
-/// it exists, else the embedded default.
-fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
-    let path = arg
-        .config
+/// Which configuration file applies: `--config`, `$EDGEWARDEN_CONFIG`, the default path when
+/// it exists; `None` means the embedded default.
+fn config_path(arg: &ConfigArg) -> Option<std::path::PathBuf> {
+    arg.config
         .clone()
         .or_else(|| {
             std::env::var_os(ENV_CONFIG)
@@ -46,8 +45,12 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
         .or_else(|| {
             let p = std::path::Path::new(DEFAULT_CONFIG_PATH);
             p.exists().then(|| p.to_owned())
-        });
-    match path {
+        })
+}
+
+/// The configuration that applies (see [`config_path`]).
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    match config_path(arg) {
         Some(p) => Ok(Config::load(&p)?),
         None => Ok(Config::embedded_default()),
     }
@@ -89,25 +92,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(arg) => {
-            let Some(path) = arg
-                .config
-                .clone()
-                .or_else(|| std::env::var_os(ENV_CONFIG).map(Into::into))
-            else {
-                return Err(UsageError(
-                    "validate needs --config FILE (or EDGEWARDEN_CONFIG)".into(),
-                )
-                .into());
+            // The configuration `run` would use, whichever it is.
+            let (cfg, name) = match config_path(&arg) {
+                Some(path) => (Config::load(&path)?, path.display().to_string()),
+                None => (
+                    Config::embedded_default(),
+                    "embedded default (no configuration file)".to_owned(),
+                ),
             };
-            let cfg = Config::load(&path)?;
-            let warnings = pipeline::preflight(&cfg)
-                .map_err(|e| UsageError(format!("{}: {e:#}", path.display())))?;
+            let warnings =
+                pipeline::preflight(&cfg).map_err(|e| UsageError(format!("{name}: {e:#}")))?;
             edgewarden::state_dir::check_writable(&cfg.state_dir)
-                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| UsageError(format!("{name}: {e}")))?;
             for w in cfg.warnings.iter().chain(&warnings) {
                 eprintln!("warning: {w}");
             }
-            eprintln!("{}: configuration is valid", path.display());
+            eprintln!("{name}: configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
         Command::PrintConfig(arg) => {
@@ -140,6 +140,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs(LogsCommand::Scan(args)) => {
+            for f in &args.files {
+                check_scan_input(f)?;
+            }
             let cfg = load_config(&args.config)?;
             let code = pipeline::logs_scan(&cfg, &args)?;
             Ok(code)
@@ -174,6 +177,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print_stdout(text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A file given to `logs scan` must be a readable, uncompressed log (`-` is stdin): a missing
+/// file or a rotated `.gz` is a usage error (exit 2) that says what to do.
+fn check_scan_input(path: &std::path::Path) -> Result<(), UsageError> {
+    use std::io::Read as _;
+    if path == std::path::Path::new("-") {
+        return Ok(());
+    }
+    let mut magic = [0u8; 2];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut magic));
+    match read {
+        Err(e) => Err(UsageError(format!("{}: {e}", path.display()))),
+        Ok(2) if magic == [0x1f, 0x8b] => Err(UsageError(format!(
+            "{}: gzip-compressed; scan it with `zcat {} | edgewarden logs scan -`",
+            path.display(),
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
     }
 }
 

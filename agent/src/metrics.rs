@@ -106,6 +106,7 @@ metric_names! {
     DEFENDER_NO_RESPONSE = "defender_no_response", Number, Last, "Reports Device Defender did not answer within mqtt.response_timeout since start.";
     SPOOL_DEPTH = "spool_depth", Number, Last, "Reports waiting in the spool for a PUBACK.";
     SPOOL_DROPPED = "spool_dropped", Number, Last, "Reports dropped unpublished from the full spool since start.";
+    SPOOL_DROPPED_UNAUTHORIZED = "spool_dropped_unauthorized", Number, Last, "Spooled records dropped after the broker refused them repeatedly (connection closed right after each publish, alone in flight) since start.";
     SPOOL_CORRUPT_SKIPPED = "spool_corrupt_skipped", Number, Last, "Corrupt spool records or regions skipped since start.";
     LOCAL_VIOLATIONS = "local_violations", Number, Max, "Behaviours of the local security profile in alarm at any time in the interval.";
     LOCAL_ANOMALY_SCORE = "local_anomaly_score", Number, Max, "Highest anomaly score (0 to 1) of the local ML and novelty behaviours in the interval.";
@@ -187,6 +188,16 @@ pub fn create_commands() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_lists_every_custom_metric_as_the_registry_does() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's custom metric table differs from `edgewarden metrics --markdown`; paste its output:\n{table}"
+        );
+    }
+
     use super::*;
 
     #[test]

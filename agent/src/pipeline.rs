@@ -391,7 +391,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
 
         let now = Instant::now();
         if now >= next_report {
-            next_report = now + cfg.report.interval;
+            next_report = next_slot(next_report, now, cfg.report.interval);
             emit_report(
                 &cfg,
                 &mut sink,
@@ -439,9 +439,11 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
     }
+    // Only now, with the final report spooled, is the transport told to drain; it publishes what
+    // it can within its own deadline, which stays below the unit's `TimeoutStopSec`.
     transport_stop.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(4), tasks.wait())
+    if tokio::time::timeout(transport::mqtt::SHUTDOWN_DEADLINE, tasks.wait())
         .await
         .is_err()
     {
@@ -509,6 +511,19 @@ async fn emit_report(
         Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
         Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
     }
+}
+
+/// The report slot after `slot`, given that a tick at `now` has just used it: one interval
+/// later, so that a tick firing late does not push every later report back, and past `now`, so
+/// that slots missed while the agent was stalled are skipped rather than sent in a burst.
+fn next_slot(slot: Instant, now: Instant, interval: Duration) -> Instant {
+    let next = slot + interval;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let skip = behind / interval.as_nanos().max(1) + 1;
+    next + interval * u32::try_from(skip).unwrap_or(u32::MAX)
 }
 
 fn log_violation(v: &ViolationEvent) {
@@ -605,19 +620,12 @@ fn load_engine_state(dir: &Path) -> Option<EngineState> {
 
 fn save_engine_state(dir: &Path, state: &EngineState) {
     let path = dir.join(DETECT_STATE_FILE);
-    let tmp = dir.join(format!("{DETECT_STATE_FILE}.tmp"));
     // Streamed to the file: the state can be hundreds of KiB and is never held twice.
-    let res = std::fs::File::create(&tmp)
-        .and_then(|f| {
-            use std::io::Write as _;
-            let mut w = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut w, state).map_err(std::io::Error::other)?;
-            w.flush()?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    let res = crate::durable::write_atomic(&path, |w| {
+        serde_json::to_writer(w, state).map_err(std::io::Error::other)
+    });
     if let Err(e) = res {
-        warn!(file = %path.display(), error = %e, "Cannot save the learned detector state.");
+        warn!(error = %e, "Cannot save the learned detector state.");
     }
 }
 
@@ -634,10 +642,9 @@ pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow:
             .clamp(Duration::from_secs(1), Duration::from_secs(2)),
     );
     agg.add(&c.sample());
-    let id = ReportIds::open(&cfg.state_dir)
-        .and_then(|mut ids| ids.next(now_ms()))
-        .unwrap_or_else(|_| now_ms());
-    let rep = agg.take(id);
+    // Printed, never sent: the id is the wall clock, and the running agent's persisted id in the
+    // state directory is neither read nor advanced.
+    let rep = agg.take(now_ms());
     let bytes = report::encode(&rep, format);
     if pretty && format != ReportFormat::Cbor {
         let v: serde_json::Value = serde_json::from_slice(&bytes)?;
@@ -681,4 +688,39 @@ pub fn logs_scan(cfg: &Config, args: &LogsScanArgs) -> anyhow::Result<ExitCode> 
     crate::logs::scan_files(&args.files, opts, &mut out)?;
     std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_slots_keep_their_cadence_when_ticks_fire_late() {
+        let t0 = Instant::now();
+        let iv = Duration::from_secs(2);
+        // A tick 30 ms late uses the slot at 2 s; the next slot is 4 s, not 4.03 s.
+        assert_eq!(
+            next_slot(t0 + iv, t0 + iv + Duration::from_millis(30), iv),
+            t0 + 2 * iv
+        );
+        // Ten late ticks in a row never drift.
+        let mut slot = t0 + iv;
+        for _ in 0..10 {
+            slot = next_slot(slot, slot + Duration::from_millis(999), iv);
+        }
+        assert_eq!(slot, t0 + 11 * iv);
+    }
+
+    #[test]
+    fn report_slots_missed_during_a_stall_are_skipped_not_sent_in_a_burst() {
+        let t0 = Instant::now();
+        let iv = Duration::from_secs(2);
+        // Stalled until 7.5 s: slots 4 s and 6 s are skipped; the next is 8 s.
+        assert_eq!(
+            next_slot(t0 + iv, t0 + Duration::from_millis(7500), iv),
+            t0 + 4 * iv
+        );
+        // Exactly on a slot boundary: that slot is used now, the next follows.
+        assert_eq!(next_slot(t0 + iv, t0 + 3 * iv, iv), t0 + 4 * iv);
+    }
 }

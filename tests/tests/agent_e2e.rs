@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::broker::{Broker, Identity, Pki, ThingAccess, Validity};
 use integration_tests::edgewarden_bin;
-use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome, TlsOptions};
+use integration_tests::emulator::{Emulator, EmulatorHandle, EmulatorOptions, Outcome, TlsOptions};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 
 const THING: &str = "e2e-gw";
@@ -28,6 +28,18 @@ fn write_config(
     id: &Identity,
     format: &str,
 ) -> std::path::PathBuf {
+    write_config_with(dir, broker, pki, id, format, "300ms", "1s")
+}
+
+fn write_config_with(
+    dir: &Path,
+    broker: &Broker,
+    pki: &Pki,
+    id: &Identity,
+    format: &str,
+    collect_interval: &str,
+    report_interval: &str,
+) -> std::path::PathBuf {
     let profile = dir.join("profile.json");
     std::fs::write(&profile, ALWAYS_VIOLATED).unwrap();
     let cfg = dir.join("agent.toml");
@@ -37,9 +49,9 @@ fn write_config(
             r#"thing_name = "{THING}"
 state_dir = "{state}"
 [collect]
-interval = "300ms"
+interval = "{collect_interval}"
 [report]
-interval = "1s"
+interval = "{report_interval}"
 warm_up = "500ms"
 format = "{format}"
 [logs]
@@ -149,25 +161,10 @@ async fn violations_listener(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_delivers_valid_reports_and_violations_over_mutual_tls() {
-    if Command::new("mosquitto").arg("-h").output().is_err()
-        && !Path::new("/usr/sbin/mosquitto").exists()
-    {
-        eprintln!("SKIPPED agent end-to-end test: mosquitto is not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "e2e").unwrap();
-    let broker = Broker::start(dir.path(), &pki, &[(THING, ThingAccess::ReadWrite)]).unwrap();
-    let em = broker.emulator_identity().clone();
-    let mut opts = EmulatorOptions::new("localhost", broker.port());
-    opts.tls = Some(TlsOptions {
-        ca_file: pki.ca_file().to_owned(),
-        client_auth: Some((em.cert.clone(), em.key.clone())),
-        alpn: None,
-    });
-    let emulator = Emulator::spawn(opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", broker.log()));
+    let Some((pki, broker, emulator)) = broker_and_emulator(dir.path()).await else {
+        return;
+    };
     let mut violations = violations_listener(&broker, &pki).await;
     let id = pki.client(THING, Validity::Current).unwrap();
 
@@ -254,5 +251,111 @@ async fn the_agent_delivers_valid_reports_and_violations_over_mutual_tls() {
     assert!(
         v["explanation"].as_str().unwrap().contains("process_count"),
         "{v}"
+    );
+}
+
+/// Starts mosquitto and the Device Defender emulator; `None` (after printing why) without
+/// mosquitto.
+async fn broker_and_emulator(dir: &Path) -> Option<(Pki, Broker, EmulatorHandle)> {
+    if Command::new("mosquitto").arg("-h").output().is_err()
+        && !Path::new("/usr/sbin/mosquitto").exists()
+    {
+        eprintln!("SKIPPED agent end-to-end test: mosquitto is not installed");
+        return None;
+    }
+    let pki = Pki::new(dir, "e2e").unwrap();
+    let broker = Broker::start(dir, &pki, &[(THING, ThingAccess::ReadWrite)]).unwrap();
+    let em = broker.emulator_identity().clone();
+    let mut opts = EmulatorOptions::new("localhost", broker.port());
+    opts.tls = Some(TlsOptions {
+        ca_file: pki.ca_file().to_owned(),
+        client_auth: Some((em.cert.clone(), em.key.clone())),
+        alpn: None,
+    });
+    let emulator = Emulator::spawn(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", broker.log()));
+    Some((pki, broker, emulator))
+}
+
+async fn wait_for_reports(emulator: &EmulatorHandle, broker: &Broker, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while emulator.count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the emulator saw {} of {n} reports in {within:?}\nbroker log:\n{}",
+            emulator.count(),
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_due_at_sigterm_is_accepted_before_the_agent_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((pki, broker, emulator)) = broker_and_emulator(dir.path()).await else {
+        return;
+    };
+    let id = pki.client(THING, Validity::Current).unwrap();
+    // One report after the warm-up, the next not for an hour: the only other report is the
+    // final one written at SIGTERM.
+    let cfg = write_config_with(dir.path(), &broker, &pki, &id, "json", "200ms", "1h");
+    let agent = start_agent(&cfg);
+    wait_for_reports(&emulator, &broker, 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop_agent(agent);
+    // stop_agent returned: the process has exited. The final report was accepted before that.
+    let (exchanges, _) = emulator.exchanges_since(0);
+    assert_eq!(
+        exchanges.len(),
+        2,
+        "the final report must be delivered at SIGTERM\nbroker log:\n{}",
+        broker.log()
+    );
+    assert!(exchanges.iter().all(|x| x.outcome == Outcome::Accepted));
+    assert!(exchanges[1].report_id > exchanges[0].report_id);
+    let spool = dir.path().join("state/spool");
+    let depth = edgewarden::spool::Spool::open(
+        &spool,
+        &edgewarden::config::Config::embedded_default().spool,
+    )
+    .unwrap()
+    .len();
+    assert_eq!(depth, 0, "records left in the spool after a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_keep_their_cadence_without_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((pki, broker, emulator)) = broker_and_emulator(dir.path()).await else {
+        return;
+    };
+    let id = pki.client(THING, Validity::Current).unwrap();
+    // 250 ms ticks and a 1 s interval: every fourth tick reports. A slot recomputed from the
+    // (slightly late) tick would slip to every fifth tick, 1.25 s apart.
+    let cfg = write_config_with(dir.path(), &broker, &pki, &id, "json", "250ms", "1s");
+    let agent = start_agent(&cfg);
+    wait_for_reports(&emulator, &broker, 8, Duration::from_secs(40)).await;
+    stop_agent(agent);
+    let (exchanges, _) = emulator.exchanges_since(0);
+    // Report ids are the wall clock (ms) at which each report was made; the final report made at
+    // SIGTERM is off the cadence by design.
+    let ids: Vec<u64> = exchanges
+        .iter()
+        .take(7)
+        .map(|x| x.report_id.unwrap())
+        .collect();
+    let gaps: Vec<u64> = ids.windows(2).map(|w| w[1] - w[0]).collect();
+    for g in &gaps {
+        assert!(
+            (850..=1150).contains(g),
+            "reports must come 1 s apart (± one tick's jitter): gaps {gaps:?} ms"
+        );
+    }
+    let total = ids[6] - ids[0];
+    assert!(
+        (5800..=6200).contains(&total),
+        "six intervals must take 6 s, no drift: {total} ms ({gaps:?})"
     );
 }

@@ -178,3 +178,73 @@ fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
     }
     assert!(text.lines().count() >= 2, "{text}");
 }
+
+#[test]
+fn offline_commands_leave_the_system_state_directory_alone() {
+    let system = std::path::Path::new("/var/lib/edgewarden");
+    let before = std::fs::metadata(system)
+        .ok()
+        .map(|m| m.modified().unwrap());
+    let report_id = std::fs::read(system.join("report_id")).ok();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["collect", "--once"][..],
+        &["validate"],
+        &["print-config"],
+        &["metrics"],
+        &["profile", "default"],
+        &["status"],
+    ] {
+        let out = edgewarden(args, dir.path());
+        assert!(
+            out.status.code().is_some(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = std::fs::metadata(system)
+        .ok()
+        .map(|m| m.modified().unwrap());
+    assert_eq!(before, after, "{} created or changed", system.display());
+    assert_eq!(
+        std::fs::read(system.join("report_id")).ok(),
+        report_id,
+        "the persisted report id changed"
+    );
+}
+
+#[test]
+fn validate_without_a_file_checks_the_configuration_run_would_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgewarden(&["validate"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/etc/edgewarden/edgewarden.toml").exists() {
+        assert!(err.contains("/etc/edgewarden/edgewarden.toml"), "{err}");
+    } else {
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("embedded default"), "{err}");
+    }
+}
+
+#[test]
+fn logs_scan_refuses_missing_and_compressed_files_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.log");
+    let out = edgewarden(&["logs", "scan", missing.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.log") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let gz = dir.path().join("auth.log.2.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+    let out = edgewarden(&["logs", "scan", gz.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gzip-compressed") && err.contains("zcat"),
+        "{err}"
+    );
+}

@@ -16,6 +16,7 @@ use edgewarden::config::{MqttConfig, ReportFormat, SpoolConfig};
 use edgewarden::spool::{SharedSpool, Spool};
 use edgewarden::transport::{self, TransportParams, TransportStats};
 use integration_tests::broker::{wait_for, Identity, Pki, Validity};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
@@ -32,6 +33,9 @@ enum Script {
     CloseBeforeConnack,
     /// Accept the session, then close the connection on the first PUBLISH (no PUBACK).
     CloseOnPublish,
+    /// Accept the session, PUBACK every PUBLISH except those on this topic, on which the
+    /// connection is closed (an IoT policy that denies one topic).
+    CloseOnPublishTo(&'static str),
     /// Accept the session, answer SUBSCRIBE with failure (0x80) for every filter, PUBACK
     /// every PUBLISH.
     SubackFailure,
@@ -56,16 +60,14 @@ impl Drop for FakeBroker {
 
 fn load_certs(path: &Path) -> Vec<CertificateDer<'static>> {
     let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::certs(&mut pem.as_slice())
+    CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .unwrap()
 }
 
 fn load_key(path: &Path) -> PrivateKeyDer<'static> {
     let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .unwrap()
-        .unwrap()
+    PrivateKeyDer::from_pem_slice(&pem).unwrap()
 }
 
 fn server_config(pki: &Pki, server: &Identity) -> Arc<ServerConfig> {
@@ -124,7 +126,10 @@ fn serve(
             s.flush()?;
             return Ok(());
         }
-        Script::CloseOnPublish | Script::SubackFailure | Script::WithholdPuback => {
+        Script::CloseOnPublish
+        | Script::CloseOnPublishTo(_)
+        | Script::SubackFailure
+        | Script::WithholdPuback => {
             s.write_all(&[0x20, 2, 0, 0])?;
             s.flush()?;
         }
@@ -161,6 +166,11 @@ fn serve(
                     continue;
                 }
                 let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                if let Script::CloseOnPublishTo(denied) = script {
+                    if body.get(2..2 + tlen) == Some(denied.as_bytes()) {
+                        return Ok(());
+                    }
+                }
                 let pkid = [body[2 + tlen], body[3 + tlen]];
                 s.write_all(&[0x40, 2, pkid[0], pkid[1]])?;
                 s.flush()?;
@@ -230,6 +240,18 @@ impl Run {
 }
 
 async fn run(script: Script) -> Run {
+    run_with(
+        script,
+        &[(
+            format!("$aws/things/{THING}/defender/metrics/json"),
+            br#"{"header":{"report_id":1,"version":"1.0"},"metrics":{}}"#.to_vec(),
+        )],
+    )
+    .await
+}
+
+/// A transport over a spool holding `records` (topic, payload), oldest first.
+async fn run_with(script: Script, records: &[(String, Vec<u8>)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"), "test").unwrap();
     let device = pki.client(THING, Validity::Current).unwrap();
@@ -256,13 +278,9 @@ async fn run(script: Script) -> Run {
     )
     .unwrap();
     let spool = SharedSpool::new(spool);
-    spool
-        .append(
-            format!("$aws/things/{THING}/defender/metrics/json"),
-            br#"{"header":{"report_id":1,"version":"1.0"},"metrics":{}}"#.to_vec(),
-        )
-        .await
-        .unwrap();
+    for (topic, payload) in records {
+        spool.append(topic.clone(), payload.clone()).await.unwrap();
+    }
     let stats = Arc::new(TransportStats::new());
     let stop = CancellationToken::new();
     let mut params = TransportParams::new(cfg, THING.into(), ReportFormat::Json);
@@ -338,24 +356,62 @@ async fn connection_closed_before_connack_is_a_connect_auth_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_closed_after_publish_is_a_publish_auth_error_and_the_record_stays() {
+async fn connection_closed_after_publish_is_a_publish_auth_error_retried_then_dropped() {
     let r = run(Script::CloseOnPublish).await;
     assert!(
-        wait_for(Duration::from_secs(10), || r
-            .count(|s| &s.publish_auth_errors)
-            >= 2)
-        .await
+        wait_for(Duration::from_secs(15), || r
+            .count(|s| &s.dropped_unauthorized)
+            == 1)
+        .await,
+        "refused {} times, dropped {}",
+        r.count(|s| &s.publish_auth_errors),
+        r.count(|s| &s.dropped_unauthorized)
+    );
+    // Retried until refused POISON_REFUSALS times, never acknowledged, then dropped.
+    assert_eq!(
+        r.count(|s| &s.publish_auth_errors),
+        u64::from(transport::mqtt::POISON_REFUSALS)
     );
     assert_eq!(
-        r.spool.stats().depth,
-        1,
-        "no PUBACK: the record stays spooled"
+        r.broker.publishes.load(Ordering::Relaxed),
+        transport::mqtt::POISON_REFUSALS as usize
     );
     assert_eq!(r.count(|s| &s.published), 0);
-    assert!(r.count(|s| &s.connects) >= 2, "retried after reconnecting");
-    assert!(r.broker.publishes.load(Ordering::Relaxed) >= 2);
+    assert_eq!(r.spool.stats().depth, 0);
     let why = r.stats.last_error().unwrap();
     assert!(why.contains("defender/metrics/json"), "{why}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_by_policy_does_not_block_the_records_behind_it() {
+    const DENIED: &str = "edgewarden/gw-1/denied";
+    let report = |id: u64| {
+        (
+            format!("$aws/things/{THING}/defender/metrics/json"),
+            format!(r#"{{"header":{{"report_id":{id},"version":"1.0"}},"metrics":{{}}}}"#)
+                .into_bytes(),
+        )
+    };
+    // Reports before and after a record on a topic the policy denies.
+    let records = [
+        report(1),
+        report(2),
+        (DENIED.to_owned(), b"{}".to_vec()),
+        report(3),
+        report(4),
+        report(5),
+    ];
+    let r = run_with(Script::CloseOnPublishTo(DENIED), &records).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || r.spool.stats().depth == 0).await,
+        "spool still holds {} records; refused {} times",
+        r.spool.stats().depth,
+        r.count(|s| &s.publish_auth_errors)
+    );
+    assert_eq!(r.count(|s| &s.published), 5, "every report delivered");
+    assert_eq!(r.count(|s| &s.dropped_unauthorized), 1);
+    assert!(r.count(|s| &s.publish_auth_errors) >= u64::from(transport::mqtt::POISON_REFUSALS));
     r.shutdown().await;
 }
 

@@ -603,6 +603,12 @@ impl Config {
                 "violations_topic",
                 format!("{violations_topic:?} must be a plain topic outside $aws/ (no wildcards)"),
             );
+        } else if let Some(why) = topic_problem(&violations_topic.replace("{thing}", &thing_name)) {
+            v.err(
+                "detect",
+                "violations_topic",
+                format!("{violations_topic:?} for thing {thing_name:?}: {why}"),
+            );
         }
         let detect = DetectConfig {
             enabled: d.enabled.unwrap_or(true),
@@ -752,11 +758,7 @@ impl Config {
 
     /// The Device Defender metrics topic for this thing and format.
     pub fn defender_topic(&self) -> String {
-        format!(
-            "$aws/things/{}/defender/metrics/{}",
-            self.thing_name,
-            self.report.format.topic_suffix()
-        )
+        crate::report::Topics::new(&self.thing_name, self.report.format).report
     }
 }
 
@@ -949,6 +951,33 @@ pub fn locate(src: &str, section: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// AWS IoT Core's limits on a topic name: at most [`MAX_TOPIC_BYTES`] bytes and
+/// [`MAX_TOPIC_SLASHES`] slashes, no NUL. A topic beyond them is refused by the broker, which
+/// closes the connection. `None` when `topic` is within them.
+pub fn topic_problem(topic: &str) -> Option<String> {
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Some(format!(
+            "the topic is {} bytes long; AWS IoT allows {MAX_TOPIC_BYTES}",
+            topic.len()
+        ));
+    }
+    let slashes = topic.bytes().filter(|&b| b == b'/').count();
+    if slashes > MAX_TOPIC_SLASHES {
+        return Some(format!(
+            "the topic has {slashes} slashes; AWS IoT allows {MAX_TOPIC_SLASHES}"
+        ));
+    }
+    if topic.contains('\0') {
+        return Some("the topic contains a NUL character".to_owned());
+    }
+    None
+}
+
+/// Longest topic name AWS IoT Core accepts, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 256;
+/// Most forward slashes AWS IoT Core accepts in a topic name.
+pub const MAX_TOPIC_SLASHES: usize = 7;
+
 fn valid_thing_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
@@ -977,10 +1006,13 @@ pub fn default_thing_name() -> String {
     }
 }
 
-/// `/var/lib/edgewarden` when writable (root, or the packaged service user), else a user directory.
+/// `/var/lib/edgewarden` when it exists and belongs to this process's user (the packaged service
+/// user), else a directory of the user's own. Nothing is created or written here: a hand run as
+/// root never leaves root-owned files in the service's directory, and commands that only read
+/// the configuration (`validate`, `print-config`, `collect`) touch no state.
 pub fn default_state_dir() -> PathBuf {
     let system = Path::new(DEFAULT_STATE_DIR);
-    if writable_dir(system) {
+    if owned_dir(system) {
         return system.to_owned();
     }
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
@@ -992,14 +1024,14 @@ pub fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("edgewarden")
 }
 
-fn writable_dir(p: &Path) -> bool {
-    if std::fs::create_dir_all(p).is_err() {
-        return false;
+/// True when `p` is a directory owned by this process's effective user (the owner of
+/// `/proc/self`).
+fn owned_dir(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(p), std::fs::metadata("/proc/self")) {
+        (Ok(d), Ok(me)) => d.is_dir() && d.uid() == me.uid(),
+        _ => false,
     }
-    let probe = p.join(".write-probe");
-    let ok = std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
 
 #[cfg(test)]

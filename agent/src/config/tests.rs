@@ -24,6 +24,24 @@ fn every_problem_is_reported_with_key_and_line() {
 }
 
 #[test]
+fn topics_beyond_aws_iot_limits_are_refused_with_key_and_line() {
+    let deep = "thing_name = \"gw-1\"\n[detect]\nviolations_topic = \"a/b/c/d/e/f/g/{thing}/v\"\n";
+    let e = Config::from_toml(deep).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("line 3: detect.violations_topic"), "{text}");
+    assert!(text.contains("8 slashes; AWS IoT allows 7"), "{text}");
+    let long = format!(
+        "thing_name = \"{}\"\n[detect]\nviolations_topic = \"{}/{{thing}}\"\n",
+        "t".repeat(128),
+        "x".repeat(128)
+    );
+    let e = Config::from_toml(&long).unwrap_err();
+    assert!(e.to_string().contains("AWS IoT allows 256"), "{e}");
+    assert_eq!(topic_problem("edgewarden/gw-1/violations"), None);
+    assert!(topic_problem("a\0b").is_some());
+}
+
+#[test]
 fn syntax_errors_name_the_line() {
     let e = Config::from_toml("a = 1\n[collect\n").unwrap_err();
     assert_eq!(e.errors[0].line, Some(2), "{e}");

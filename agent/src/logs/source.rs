@@ -211,18 +211,12 @@ impl Positions {
     pub fn save(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)?;
         let json = serde_json::to_vec_pretty(&self).map_err(io::Error::other)?;
-        write_atomic(&dir.join("files.json"), &json)?;
+        crate::durable::write_atomic_bytes(&dir.join("files.json"), &json)?;
         if let Some(c) = &self.journal_cursor {
-            write_atomic(&dir.join("journal.cursor"), c.as_bytes())?;
+            crate::durable::write_atomic_bytes(&dir.join("journal.cursor"), c.as_bytes())?;
         }
         Ok(())
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
 }
 
 /// State shared by the followers and the drain.

@@ -5,8 +5,8 @@
 //! written to `report_id.tmp`, fsynced, renamed over the old file, and the directory fsynced, so
 //! a crash leaves either the old or the new id, never a torn file.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -15,7 +15,6 @@ use super::defender::MAX_REPORT_ID;
 
 /// File name of the persisted id inside the state directory.
 pub const REPORT_ID_FILE: &str = "report_id";
-const TMP_SUFFIX: &str = ".tmp";
 
 /// Hands out strictly increasing report ids and remembers the last one on disk.
 #[derive(Debug)]
@@ -73,28 +72,7 @@ impl ReportIds {
     }
 
     fn persist(&self, id: u64) -> io::Result<()> {
-        let mut tmp_name = self.path.as_os_str().to_owned();
-        tmp_name.push(TMP_SUFFIX);
-        let tmp = PathBuf::from(tmp_name);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(|e| annotate(e, "create", &tmp))?;
-            f.write_all(format!("{id}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| annotate(e, "write", &tmp))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| annotate(e, "rename into place", &self.path))?;
-        if let Some(dir) = self.path.parent() {
-            // Makes the rename itself durable.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| annotate(e, "sync", dir))?;
-        }
-        Ok(())
+        crate::durable::write_atomic_bytes(&self.path, format!("{id}\n").as_bytes())
     }
 }
 

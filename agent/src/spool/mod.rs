@@ -79,9 +79,9 @@
 //!   are ignored (the record is then replayed once more: at-least-once, never lost).
 //! * Acknowledgement files without a data file are removed.
 //!
-//! One process at a time: [`Spool::open`] creates `LOCK` (holder pid and boot id) and refuses
-//! a directory whose lock names a live process of the current boot; a lock left by a killed
-//! process or an earlier boot is taken over.
+//! One process at a time: [`Spool::open`] takes an exclusive `flock` on `LOCK` and refuses a
+//! directory another process holds; the kernel drops the lock when its holder exits, so a
+//! killed holder or a reused pid never blocks a start.
 //!
 //! A record read back for replay is checked again; if it no longer matches its checksum, it is
 //! skipped with a warning and counted as corrupt.
@@ -783,77 +783,49 @@ impl Spool {
     }
 }
 
-/// Name of the lock file in the spool directory: `"<pid> <boot id>\n"` of the holder.
+/// Name of the lock file in the spool directory. The holder keeps an exclusive `flock` on it
+/// for as long as the spool is open and writes its pid into it (for the error message only).
 pub const LOCK_FILE: &str = "LOCK";
 
-/// Exclusive use of a spool directory by one process.
+/// Exclusive use of a spool directory by one process: an advisory `flock` on [`LOCK_FILE`].
 ///
-/// A lock file left by a process that no longer runs (killed, or from an earlier boot) is
-/// stale and taken over with a warning.
+/// The kernel releases the lock when its holder exits, however it exits, so a lock can never be
+/// stale: neither a killed holder nor a pid reused after a reboot blocks the next start.
 #[derive(Debug)]
 struct DirLock {
-    path: PathBuf,
-}
-
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// The pid of a live holder named by a lock file's contents, if any.
-fn live_holder(contents: &str) -> Option<u32> {
-    let mut it = contents.split_whitespace();
-    let pid: u32 = it.next()?.parse().ok()?;
-    let boot = it.next().unwrap_or_default();
-    if boot != boot_id() || pid == std::process::id() {
-        return None;
-    }
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    _file: std::fs::File,
 }
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, SpoolError> {
-        use std::io::Write;
+        use std::io::{Read, Seek, Write};
         let path = dir.join(LOCK_FILE);
-        let me = format!("{} {}\n", std::process::id(), boot_id());
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(me.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| SpoolError::io("write", &path, e))?;
-                    return Ok(DirLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let contents = std::fs::read_to_string(&path).unwrap_or_default();
-                    if let Some(pid) = live_holder(&contents) {
-                        return Err(SpoolError::Locked {
-                            dir: dir.to_owned(),
-                            pid,
-                        });
-                    }
-                    warn!(file = %path.display(), holder = contents.trim(), "Taking over a stale spool lock.");
-                    segment::remove_if_exists(&path)?;
-                }
-                Err(e) => return Err(SpoolError::io("create", &path, e)),
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| SpoolError::io("open", &path, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                return Err(SpoolError::Locked {
+                    dir: dir.to_owned(),
+                    pid: holder.trim().parse().unwrap_or(0),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SpoolError::io("lock", &path, e));
             }
         }
-        Err(SpoolError::io(
-            "lock",
-            &path,
-            std::io::Error::other("the lock file keeps reappearing"),
-        ))
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| writeln!(f, "{}", std::process::id()))
+            .map_err(|e| SpoolError::io("write", &path, e))?;
+        Ok(DirLock { _file: f })
     }
 }
 

@@ -21,6 +21,7 @@
 //!   record leaves the spool; a Device Defender report then shows up as
 //!   `defender_no_response` after `[mqtt] response_timeout`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,12 +41,16 @@ use super::stats::TransportStats;
 use super::tls::{self, TlsNames};
 use super::TransportError;
 use crate::config::{MqttConfig, ReportFormat};
-use crate::spool::SharedSpool;
+use crate::spool::{SharedSpool, SpoolId};
 
 /// Unacknowledged publishes allowed at once (AWS IoT allows 100 per connection).
 pub const PUBLISH_WINDOW: usize = 16;
 /// Time given at shutdown to publish what is spooled and collect PUBACKs.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a stopping agent waits for the transport: the drain deadline, the disconnect grace
+/// and a margin. Below the unit's `TimeoutStopSec` (30 s).
+pub const SHUTDOWN_DEADLINE: Duration =
+    Duration::from_secs(DEFAULT_DRAIN_DEADLINE.as_secs() + DISCONNECT_GRACE.as_secs() + 2);
 /// A publish without PUBACK for this long ends the session (a broker that withholds acks
 /// would otherwise stall the window forever).
 pub const DEFAULT_PUBACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -136,14 +141,12 @@ struct Topics {
 
 impl Topics {
     fn new(thing: &str, format: ReportFormat) -> Topics {
-        let base = format!(
-            "$aws/things/{thing}/defender/metrics/{}",
-            format.topic_suffix()
-        );
+        let t = crate::report::Topics::new(thing, format);
+        let publish_prefix = t.report[..=t.report.rfind('/').unwrap_or(0)].to_owned();
         Topics {
-            accepted: format!("{base}/accepted"),
-            rejected: format!("{base}/rejected"),
-            publish_prefix: format!("$aws/things/{thing}/defender/metrics/"),
+            accepted: t.accepted,
+            rejected: t.rejected,
+            publish_prefix,
             encoding: match format {
                 ReportFormat::Cbor => Encoding::Cbor,
                 ReportFormat::Json | ReportFormat::JsonShort => Encoding::Json,
@@ -177,7 +180,19 @@ struct Transporter {
     spool: SharedSpool,
     stats: Arc<TransportStats>,
     awaiting: Awaiting,
+    /// Unambiguous refusals (connection closed right after the record's publish while it was
+    /// the only one in flight) per spooled record. Entries leave on PUBACK or drop.
+    refusals: HashMap<SpoolId, u32>,
+    /// Publish one record at a time, so that a refusal names its record. Set by a suspected
+    /// refusal, cleared once no suspect is left.
+    serial: bool,
 }
+
+/// A record the broker refused this many times, alone in flight each time, is dropped from the
+/// spool (counted in `spool_dropped_unauthorized`) so that the records behind it are delivered.
+pub const POISON_REFUSALS: u32 = 3;
+/// Bound on records with refusals remembered.
+const MAX_SUSPECTS: usize = 256;
 
 /// Runs the transport until `stop` is cancelled, then drains for up to
 /// `params.drain_deadline` and disconnects. Returns an error only for configuration problems
@@ -195,6 +210,8 @@ pub async fn run(
         names: TlsNames::new(&params.mqtt),
         topics: Topics::new(&params.thing, params.format),
         awaiting: Awaiting::new(params.mqtt.response_timeout),
+        refusals: HashMap::new(),
+        serial: false,
         params,
         tls,
         spool,
@@ -278,7 +295,7 @@ impl Transporter {
         });
         let _abort = AbortOnDrop(poller.abort_handle());
 
-        let mut st = Session::new(PUBLISH_WINDOW);
+        let mut st = Session::new(if self.serial { 1 } else { PUBLISH_WINDOW });
         let mut connected_at: Option<Instant> = None;
         let mut got_puback = false;
         let mut drain_until: Option<Instant> = None;
@@ -368,6 +385,22 @@ impl Transporter {
                     return false;
                 }
             };
+            if self.refusals.get(&rec.id).copied().unwrap_or(0) >= POISON_REFUSALS {
+                error!(
+                    id = %rec.id,
+                    topic = %rec.topic,
+                    refusals = POISON_REFUSALS,
+                    "The broker refused this record every time it was published (check the IoT policy for this topic); dropping it so that the records behind it are delivered."
+                );
+                if let Err(e) = self.spool.ack_many(vec![rec.id]).await {
+                    error!(error = %e, "Cannot remove the record from the spool.");
+                }
+                TransportStats::incr(&self.stats.dropped_unauthorized);
+                self.refusals.remove(&rec.id);
+                self.serial = !self.refusals.is_empty();
+                st.cursor = Some(rec.id);
+                continue;
+            }
             if let Some(reason) = unpublishable(&rec.topic, rec.payload.len()) {
                 error!(
                     id = %rec.id,
@@ -451,6 +484,9 @@ impl Transporter {
             Event::Incoming(Incoming::PubAck(ack)) => match st.on_puback(ack.pkid) {
                 Some(sent) => {
                     *got_puback = true;
+                    if self.refusals.remove(&sent.id).is_some() && self.refusals.is_empty() {
+                        self.serial = false;
+                    }
                     TransportStats::incr(&self.stats.published);
                     if let Err(e) = self.spool.ack_many(vec![sent.id]).await {
                         error!(id = %sent.id, error = %e, "Cannot acknowledge a published record in the spool; it will be published again.");
@@ -528,7 +564,17 @@ impl Transporter {
         }
     }
 
-    fn on_error(&self, e: &ConnectionError, connected: bool, st: &Session) {
+    fn on_error(&mut self, e: &ConnectionError, connected: bool, st: &Session) {
+        if connected && closed_by_peer(e) {
+            if let Some(sent) = st.publish_auth_suspect(Instant::now()) {
+                // Only a record alone in flight is surely the refused one; otherwise publish
+                // one at a time from now on until the suspect is found.
+                if st.outstanding() == 1 && self.refusals.len() < MAX_SUSPECTS {
+                    *self.refusals.entry(sent.id).or_insert(0) += 1;
+                }
+                self.serial = true;
+            }
+        }
         let (counter, message) = self.classify(e, connected, st);
         if let Some(c) = counter {
             TransportStats::incr(c);

@@ -25,6 +25,9 @@ pub struct TransportStats {
     /// Connections closed by the broker right after a publish that got no PUBACK (AWS IoT's
     /// answer to an unauthorized publish on MQTT 3.1.1).
     pub publish_auth_errors: AtomicU64,
+    /// Records dropped from the spool after the broker refused them
+    /// [`POISON_REFUSALS`](super::mqtt::POISON_REFUSALS) times.
+    pub dropped_unauthorized: AtomicU64,
     /// TLS handshake failures (unknown CA, expired or revoked certificates, ...).
     pub tls_failures: AtomicU64,
     /// Established sessions that ended other than by our own disconnect.
@@ -151,6 +154,10 @@ impl TransportStats {
                 metrics::MQTT_PUBLISH_AUTH_ERRORS,
                 get(&self.publish_auth_errors) as f64,
             ),
+            (
+                metrics::SPOOL_DROPPED_UNAUTHORIZED,
+                get(&self.dropped_unauthorized) as f64,
+            ),
             (metrics::MQTT_TLS_FAILURES, get(&self.tls_failures) as f64),
             (metrics::MQTT_DISCONNECTS, get(&self.disconnects) as f64),
             (metrics::MQTT_PUBLISHED, get(&self.published) as f64),
@@ -198,7 +205,7 @@ mod tests {
         s.attach_spool(&SharedSpool::new(spool));
         TransportStats::incr(&s.tls_failures);
         let m = s.custom_metrics();
-        assert_eq!(m.len(), 14);
+        assert_eq!(m.len(), 15);
         for (name, _) in &m {
             assert!(metrics::find(name).is_some(), "{name} is not registered");
         }

@@ -4,12 +4,13 @@
 //! Mutual TLS only, TLS 1.2 and 1.3, rustls with the `ring` provider, server certificates
 //! verified against the configured CA bundle, SNI = the configured endpoint.
 
-use std::io::{self, BufReader};
+use std::io;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
@@ -47,8 +48,8 @@ fn load_certs(
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let bytes = read_file(path, what)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(bytes.as_slice()))
-        .collect::<Result<Vec<_>, io::Error>>()
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, what, format!("unreadable PEM: {e}")))?;
     if certs.is_empty() {
         return Err(pem_error(
@@ -63,9 +64,9 @@ fn load_certs(
 /// Parses the private key (PKCS#1 RSA, PKCS#8, or SEC1 EC) of a PEM file.
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
     let bytes = read_file(path, "private key")?;
-    match rustls_pemfile::private_key(&mut BufReader::new(bytes.as_slice())) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(pem_error(
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(k) => Ok(k),
+        Err(pem::Error::NoItemsFound) => Err(pem_error(
             path,
             "private key",
             "no \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block found",
