@@ -417,6 +417,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
         &cfg.thing_name,
         coalescer.take_all(),
         &mut interval_log_alerts,
+        |kind, source, line| audit.violation(kind, source, line),
     );
     let dropped = store_violations(&cfg, &mut sink, held).await;
     if dropped > 0 {

@@ -4,8 +4,8 @@
 
 pub mod broker;
 pub mod emulator;
-pub mod lab;
 pub mod greengrass;
+pub mod lab;
 pub mod plain_broker;
 pub mod validator;
 
