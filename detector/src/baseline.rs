@@ -2,7 +2,7 @@
 //! absolute deviation, with winsorized updates.
 //!
 //! For each sample the baseline reports `|x - centre| / spread`, a robust z-score, and
-//! then learns the sample. Updates are clipped at [`CLIP`] spreads from the centre, so a
+//! then learns the sample. Updates are clipped at `CLIP` spreads from the centre, so a
 //! spike moves the baseline only a little while a lasting level shift is absorbed within
 //! a few half-lives. A feature that has been constant has a zero deviation and therefore
 //! a zero score (it never alarms while it stays constant).
