@@ -12,7 +12,7 @@
 //!   the recipe's `accessControl` (`aws.greengrass.ipc.mqttproxy`), records `(topic, qos,
 //!   payload)` (also as JSON lines in the record file), and answers Device Defender reports on
 //!   `…/accepted` or `…/rejected` with the strict [`Validator`](crate::validator) through
-//!   [`Engine`](crate::emulator::Engine), delivered to matching `SubscribeToIoTCore` streams.
+//!   [`Engine`], delivered to matching `SubscribeToIoTCore` streams.
 //! * `GetConfiguration`, `SubscribeToConfigurationUpdate`: the configuration is seeded from the
 //!   recipe's `DefaultConfiguration`; [`GgHandle::update_config`] merges a change and sends one
 //!   event per changed leaf.
