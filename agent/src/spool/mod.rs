@@ -786,6 +786,8 @@ impl Spool {
 /// Name of the lock file in the spool directory. The holder keeps an exclusive `flock` on it
 /// for as long as the spool is open and writes its pid into it (for the error message only).
 pub const LOCK_FILE: &str = "LOCK";
+/// How long [`Spool::open`] waits for a lock held by another open file description.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Exclusive use of a spool directory by one process: an advisory `flock` on [`LOCK_FILE`].
 ///
@@ -807,7 +809,17 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| SpoolError::io("open", &path, e))?;
-        match f.try_lock() {
+        // A child process forked by this one (a hook, journalctl) shares the lock until its
+        // exec closes the descriptor: a holder that goes away within LOCK_WAIT is waited for.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut res = f.try_lock();
+        while matches!(res, Err(std::fs::TryLockError::WouldBlock))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            res = f.try_lock();
+        }
+        match res {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
