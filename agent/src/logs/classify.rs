@@ -274,7 +274,12 @@ fn classify_e(m: &[u8]) -> Option<Classified<'_>> {
     if let Some(r) = m.strip_prefix(b"Exit before auth") {
         // Dropbear: `Exit before auth (user 'root', 10 fails): Max auth tries reached - user 'root' from H:P`
         // or `Exit before auth from <H:P>: (user 'root', 10 fails): Max auth tries reached - …`.
-        let addr = angle_host(r).or_else(|| last_from_host_port(r));
+        // The user name is quoted later in the line and may hold `<H:P>` or ` from H:P`: the
+        // address is either right after `Exit before auth` or at the very end.
+        let addr = match r.strip_prefix(b" from ") {
+            Some(a) if a.starts_with(b"<") => angle_host(a),
+            _ => last_from_host_port(r),
+        };
         let class = if find(r, b"Max auth tries reached").is_some() {
             EventClass::AuthLimit
         } else {
@@ -1280,6 +1285,7 @@ mod tests {
             Some("198.51.100.215"),
         );
         is("[825] Jul 10 23:57:29 Exit before auth from <192.0.2.3:52289>: (user 'root', 10 fails): Max auth tries reached - user 'root'", EventClass::AuthLimit, Some("192.0.2.3"));
+        is("Exit before auth (user 'x <10.9.9.9:22>', 10 fails): Max auth tries reached - user 'x <10.9.9.9:22>' from 192.0.2.4:5", EventClass::AuthLimit, Some("192.0.2.4"));
     }
 
     #[test]
