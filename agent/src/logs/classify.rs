@@ -767,8 +767,11 @@ impl<'a> TailAddr<'a> {
     }
 }
 
-/// Token right before the first ` port N:` (`… user X H port N: reason`).
+/// Token right before ` port N:` (`… user X H port N: reason`). The user name comes before it and
+/// some reasons quote user names after it, so every such token is a candidate; when they
+/// disagree the line gives no address.
 fn host_before_port_colon(r: &[u8]) -> Option<&[u8]> {
+    let mut found: Option<&[u8]> = None;
     let mut from = 0;
     while let Some(i) = find(&r[from..], b" port ") {
         let at = from + i;
@@ -781,11 +784,17 @@ fn host_before_port_colon(r: &[u8]) -> Option<&[u8]> {
                 .iter()
                 .rposition(|&b| b == b' ')
                 .map_or(0, |p| p + 1);
-            return norm_host(&r[start..at]);
+            if let Some(h) = norm_host(&r[start..at]) {
+                match found {
+                    None => found = Some(h),
+                    Some(f) if f == h => {}
+                    Some(_) => return None,
+                }
+            }
         }
         from = at + 6;
     }
-    None
+    found
 }
 
 /// Skips ` port N` and ` sshN` after an address; returns the remainder.
@@ -1334,6 +1343,7 @@ mod tests {
     fn lines_of_other_daemons_and_versions() {
         use EventClass::*;
         is("Disconnecting authenticating user root 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, Some("198.51.100.4"));
+        is("Disconnecting invalid user a 10.9.9.9 port 22: x 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, None);
         is(
             "Connection closed by UNKNOWN port 65535 [preauth]",
             PreauthDisconnect,
