@@ -33,6 +33,9 @@ pub struct Stream {
     id: u32,
     ctx: Context,
     last_ts: Option<i64>,
+    /// journald's own fields of JSON lines are believed (the journal, an explicit scan); in a
+    /// followed text file they are text like any other.
+    journal_fields: bool,
 }
 
 impl Default for Stream {
@@ -42,6 +45,7 @@ impl Default for Stream {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             ctx: Context::new(),
             last_ts: None,
+            journal_fields: true,
         }
     }
 }
@@ -50,6 +54,15 @@ impl Stream {
     /// A fresh stream.
     pub fn new() -> Stream {
         Stream::default()
+    }
+
+    /// A stream of a followed text file: JSON lines in it are framed, but their journald fields
+    /// (`_COMM`, `_UID` …) are not believed, since whoever writes the file writes them.
+    pub fn text_file() -> Stream {
+        Stream {
+            journal_fields: false,
+            ..Stream::default()
+        }
     }
 
     /// Connections dropped from this stream's context table.
@@ -193,7 +206,10 @@ impl Analyzer {
     /// Analyses one line of `stream`. `now_ms` is the wall clock, used for lines without a
     /// timestamp and to pick the year of syslog timestamps.
     pub fn line(&mut self, stream: &mut Stream, line: &[u8], now_ms: i64) -> LineOutcome {
-        let f = frame(line);
+        let mut f = frame(line);
+        if !stream.journal_fields {
+            f.trusted = None;
+        }
         let mut c = classify(&f.msg);
         let forged = !provenance::genuine(&f, &c);
         if forged {

@@ -274,7 +274,12 @@ fn classify_e(m: &[u8]) -> Option<Classified<'_>> {
     if let Some(r) = m.strip_prefix(b"Exit before auth") {
         // Dropbear: `Exit before auth (user 'root', 10 fails): Max auth tries reached - user 'root' from H:P`
         // or `Exit before auth from <H:P>: (user 'root', 10 fails): Max auth tries reached - …`.
-        let addr = angle_host(r).or_else(|| last_from_host_port(r));
+        // The user name is quoted later in the line and may hold `<H:P>` or ` from H:P`: the
+        // address is either right after `Exit before auth` or at the very end.
+        let addr = match r.strip_prefix(b" from ") {
+            Some(a) if a.starts_with(b"<") => angle_host(a),
+            _ => last_from_host_port(r),
+        };
         let class = if find(r, b"Max auth tries reached").is_some() {
             EventClass::AuthLimit
         } else {
@@ -636,7 +641,18 @@ fn classify_mqtt_client(r: &[u8]) -> Classified<'_> {
 
 /// Lines not recognised by their first word: PAM records, kernel firewall lines, sudo.
 fn classify_generic(m: &[u8]) -> Classified<'_> {
-    if let Some(i) = find(m, b"authentication failure; ") {
+    // Only where a PAM module writes it: at the start, or after the module's name. Elsewhere (a
+    // command line in a sudo record, say) it is text someone typed.
+    let pam_at = |needle: &[u8]| {
+        find(m, needle).filter(|&i| {
+            let prefix = &m[..i];
+            prefix.len() <= 64
+                && (prefix.is_empty()
+                    || prefix.starts_with(b"pam_")
+                    || prefix.starts_with(b"(pam_"))
+        })
+    };
+    if let Some(i) = pam_at(b"authentication failure; ") {
         // `pam_unix(sshd:auth): authentication failure; logname= … rhost=H [user=U]`,
         // `(pam_unix) authentication failure; …`, `pam_unix: …`, or the tag held the module.
         let r = &m[i..];
@@ -645,7 +661,7 @@ fn classify_generic(m: &[u8]) -> Classified<'_> {
         }
         return Classified::with(EventClass::PamFailure, pam_rhost(r));
     }
-    if find(m, b"check pass; user unknown").is_some() {
+    if pam_at(b"check pass; user unknown").is_some() {
         return Classified::new(EventClass::PamFailure);
     }
     if let Some(src) = find(m, b"SRC=") {
@@ -653,8 +669,9 @@ fn classify_generic(m: &[u8]) -> Classified<'_> {
             return classify_firewall(m, src);
         }
     }
-    if let Some(i) = find(m, b"FAIL LOGIN: Client \"") {
-        // vsftpd: `[pid 1] [user] FAIL LOGIN: Client "::ffff:1.2.3.4"`.
+    if let Some(i) = rfind(m, b"FAIL LOGIN: Client \"") {
+        // vsftpd: `[pid 1] [user] FAIL LOGIN: Client "::ffff:1.2.3.4"`; the user name comes
+        // first, so the last occurrence is vsftpd's.
         let h = &m[i + 20..];
         let addr = h
             .iter()
@@ -662,12 +679,22 @@ fn classify_generic(m: &[u8]) -> Classified<'_> {
             .and_then(|e| norm_host(&h[..e]));
         return Classified::with(EventClass::AuthFailure, addr);
     }
-    if find(m, b" : user NOT in sudoers").is_some() {
+    // sudo: `user : 3 incorrect password attempts ; TTY=pts/0 ; … ; COMMAND=…`, `user : user NOT
+    // in sudoers ; …`. Only before the first ` ; `: the command line comes after it.
+    let head = &m[..find(m, b" ; ").unwrap_or(m.len())];
+    if find(head, b" : user NOT in sudoers").is_some() {
         return Classified::new(EventClass::InvalidUser);
     }
-    if find(m, b"incorrect password attempt").is_some() {
-        // sudo: `user : 3 incorrect password attempts ; TTY=pts/0 ; …`.
-        return Classified::new(EventClass::AuthLimit);
+    if let Some(i) = find(head, b" incorrect password attempt") {
+        let count = &head[..i];
+        let digits = count
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits > 0 && count[..count.len() - digits].ends_with(b" : ") {
+            return Classified::new(EventClass::AuthLimit);
+        }
     }
     OTHER
 }
@@ -740,8 +767,11 @@ impl<'a> TailAddr<'a> {
     }
 }
 
-/// Token right before the first ` port N:` (`… user X H port N: reason`).
+/// Token right before ` port N:` (`… user X H port N: reason`). The user name comes before it and
+/// some reasons quote user names after it, so every such token is a candidate; when they
+/// disagree the line gives no address.
 fn host_before_port_colon(r: &[u8]) -> Option<&[u8]> {
+    let mut found: Option<&[u8]> = None;
     let mut from = 0;
     while let Some(i) = find(&r[from..], b" port ") {
         let at = from + i;
@@ -754,11 +784,17 @@ fn host_before_port_colon(r: &[u8]) -> Option<&[u8]> {
                 .iter()
                 .rposition(|&b| b == b' ')
                 .map_or(0, |p| p + 1);
-            return norm_host(&r[start..at]);
+            if let Some(h) = norm_host(&r[start..at]) {
+                match found {
+                    None => found = Some(h),
+                    Some(f) if f == h => {}
+                    Some(_) => return None,
+                }
+            }
         }
         from = at + 6;
     }
-    None
+    found
 }
 
 /// Skips ` port N` and ` sshN` after an address; returns the remainder.
@@ -1258,6 +1294,30 @@ mod tests {
             Some("198.51.100.215"),
         );
         is("[825] Jul 10 23:57:29 Exit before auth from <192.0.2.3:52289>: (user 'root', 10 fails): Max auth tries reached - user 'root'", EventClass::AuthLimit, Some("192.0.2.3"));
+        is("Exit before auth (user 'x <10.9.9.9:22>', 10 fails): Max auth tries reached - user 'x <10.9.9.9:22>' from 192.0.2.4:5", EventClass::AuthLimit, Some("192.0.2.4"));
+    }
+
+    #[test]
+    fn text_typed_into_a_command_line_or_user_name_is_not_an_event() {
+        use EventClass::*;
+        is("pi : TTY=pts/0 ; PWD=/home/pi ; USER=root ; COMMAND=/bin/echo authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=10.9.9.9", Other, None);
+        is("pi : TTY=pts/0 ; PWD=/home/pi ; USER=root ; COMMAND=/bin/echo pi : 3 incorrect password attempts", Other, None);
+        is(
+            "pi : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/echo x : user NOT in sudoers",
+            Other,
+            None,
+        );
+        is("pi : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/pi ; USER=root ; COMMAND=/bin/ls", AuthLimit, None);
+        is(
+            "mosquitto_sub: authentication failure; rhost=10.9.9.9",
+            Other,
+            None,
+        );
+        is(
+            "[pid 1] [x] FAIL LOGIN: Client \"10.9.9.9\"] FAIL LOGIN: Client \"::ffff:192.0.2.8\"",
+            AuthFailure,
+            Some("192.0.2.8"),
+        );
     }
 
     #[test]
@@ -1283,6 +1343,7 @@ mod tests {
     fn lines_of_other_daemons_and_versions() {
         use EventClass::*;
         is("Disconnecting authenticating user root 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, Some("198.51.100.4"));
+        is("Disconnecting invalid user a 10.9.9.9 port 22: x 198.51.100.4 port 22: Too many authentication failures [preauth]", PreauthDisconnect, None);
         is(
             "Connection closed by UNKNOWN port 65535 [preauth]",
             PreauthDisconnect,

@@ -194,3 +194,57 @@ proptest! {
         prop_assert!(c.addr.is_none() || c.addr == Some(want.as_bytes()), "{}", line);
     }
 }
+
+/// Journal entries as journalctl writes them: string fields (some of interest, some not), values
+/// with escapes, byte arrays, several values for a field.
+fn journal_entry() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop::sample::select(vec![
+        "MESSAGE",
+        "SYSLOG_IDENTIFIER",
+        "_COMM",
+        "_EXE",
+        "_UID",
+        "_TRANSPORT",
+        "SYSLOG_PID",
+        "_PID",
+        "_HOSTNAME",
+        "__REALTIME_TIMESTAMP",
+        "__CURSOR",
+        "PRIORITY",
+        "_CMDLINE",
+        "X",
+    ]);
+    let value = prop_oneof![
+        any::<String>().prop_map(serde_json::Value::from),
+        "[a-z0-9 /=.:-]{0,20}".prop_map(serde_json::Value::from),
+        prop::collection::vec(any::<u8>(), 0..6).prop_map(serde_json::Value::from),
+        prop::collection::vec("[a-z]{0,4}", 1..3).prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+        any::<u32>().prop_map(serde_json::Value::from),
+    ];
+    prop::collection::vec((key, value), 0..10).prop_map(|fields| {
+        let mut text = b"{".to_vec();
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                text.extend_from_slice(b", ");
+            }
+            text.extend(serde_json::to_vec(k).unwrap());
+            text.push(b':');
+            text.extend(serde_json::to_vec(v).unwrap());
+        }
+        text.push(b'}');
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn the_journal_fast_path_frames_as_the_json_parser_does(line in journal_entry()) {
+        let (fast, parsed) = super::format::frame_journal_both_ways(&line);
+        if let Some(fast) = fast {
+            prop_assert_eq!(Some(fast), parsed, "{}", String::from_utf8_lossy(&line));
+        }
+    }
+}

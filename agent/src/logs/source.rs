@@ -327,7 +327,7 @@ impl FileFollower {
         FileFollower {
             path,
             open: None,
-            stream: Stream::new(),
+            stream: Stream::text_file(),
             seen_missing: false,
             reported_missing: false,
             reported_error: false,
