@@ -286,7 +286,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), AgentError>
                     continue;
                 }
                 let line = serde_json::to_vec(&v).expect("a violation event always serializes");
-                audit.violation(&v.behavior.name, None, &line);
+                if v.violation_event_type == detect::ViolationEventType::InAlarm {
+                    audit.violation(&v.behavior.name, None, &line);
+                }
                 lines.push(line);
             }
             // Model (re)training runs on the blocking pool, off the async workers.
