@@ -351,7 +351,9 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
                     continue;
                 }
                 let line = serde_json::to_vec(&v).expect("a violation event always serializes");
-                audit.violation(&v.behavior.name, None, &line);
+                if v.violation_event_type == detect::ViolationEventType::InAlarm {
+                    audit.violation(&v.behavior.name, None, &line);
+                }
                 lines.push(line);
             }
             // Model (re)training runs on the blocking pool, off the async workers.

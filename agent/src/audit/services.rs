@@ -32,7 +32,7 @@ pub fn listening(out: &mut Findings<'_>) -> BTreeSet<(&'static str, SocketAddr)>
         ("/proc/net/udp6", "udp", 1u32 << state::CLOSE),
     ] {
         let path = Path::new(file);
-        let data = match std::fs::read(out.inputs().path(path)) {
+        let data = match read_proc(&out.inputs().path(path)) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
@@ -55,6 +55,18 @@ pub fn listening(out: &mut Findings<'_>) -> BTreeSet<(&'static str, SocketAddr)>
         }
     }
     set
+}
+
+/// Reads a `/proc/net` table with a large first read. `std::fs::read` sizes its buffer from the
+/// file's length, which procfs reports as 0, and then grows it from 32 bytes; every read makes the
+/// kernel walk its socket hash table again, so a handful of small reads costs milliseconds.
+fn read_proc(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut data = Vec::with_capacity(64 * 1024);
+    // Bounded: a table larger than 16 MiB is cut there (and its last line reported malformed).
+    f.by_ref().take(16 << 20).read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Runs the check.

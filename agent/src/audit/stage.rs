@@ -326,14 +326,15 @@ impl Stage {
         for h in handled {
             for rec in &h.records {
                 match rec.outcome {
-                    Outcome::Done | Outcome::DryRun | Outcome::Refused => {
+                    Outcome::Done | Outcome::DryRun => {
                         self.stats.actions.fetch_add(1, Ordering::Relaxed);
                     }
                     Outcome::Failed => {
                         self.stats.actions.fetch_add(1, Ordering::Relaxed);
                         self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    Outcome::RateLimited => {}
+                    // Recorded, not attempted.
+                    Outcome::Refused | Outcome::RateLimited => {}
                 }
                 let level_warn = rec.outcome == Outcome::Failed;
                 if level_warn {

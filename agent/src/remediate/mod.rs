@@ -1,4 +1,5 @@
-//! Automated remediation: configured, rate-limited actions on audit findings and violations.
+//! Automated remediation: configured, rate-limited actions on audit findings and on violations
+//! as they go into alarm (never on their clearing).
 //!
 //! Off by default (`[remediation] enabled = false`) and dry-run by default when on
 //! (`dry_run = true`: every action is recorded with what it *would* do, nothing is run). Per
