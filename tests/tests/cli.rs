@@ -181,15 +181,13 @@ fn run_writes_reports_to_the_outbox_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn offline_commands_leave_the_system_state_directory_alone() {
+    // `validate` is not among them: it checks that the state directory can be written.
     let system = std::path::Path::new("/var/lib/edgewarden");
-    let before = std::fs::metadata(system)
-        .ok()
-        .map(|m| m.modified().unwrap());
+    let existed = system.exists();
     let report_id = std::fs::read(system.join("report_id")).ok();
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["collect", "--once"][..],
-        &["validate"],
         &["print-config"],
         &["metrics"],
         &["profile", "default"],
@@ -197,15 +195,17 @@ fn offline_commands_leave_the_system_state_directory_alone() {
     ] {
         let out = edgewarden(args, dir.path());
         assert!(
-            out.status.code().is_some(),
+            out.status.success(),
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let after = std::fs::metadata(system)
-        .ok()
-        .map(|m| m.modified().unwrap());
-    assert_eq!(before, after, "{} created or changed", system.display());
+    assert_eq!(
+        system.exists(),
+        existed,
+        "{} created by a command that only reads",
+        system.display()
+    );
     assert_eq!(
         std::fs::read(system.join("report_id")).ok(),
         report_id,
