@@ -77,20 +77,21 @@ fn edge_case_tree_gives_exact_sockets_interfaces_owners_and_counted_skips() {
         ports(s.tcp_listen.as_ref().unwrap()),
         vec![
             (22, "0.0.0.0".into(), None, Some("sshd")),
-            (22, "192.168.1.20".into(), Some("wlan0"), None),
+            // Owners no /proc/<pid>/fd shows are reported by the socket's UID.
+            (22, "192.168.1.20".into(), Some("wlan0"), Some("uid:0")),
             (22, "::".into(), None, Some("sshd")),
-            (631, "::1".into(), Some("lo"), None),
+            (631, "::1".into(), Some("lo"), Some("uid:0")),
             (1883, "127.0.0.1".into(), Some("lo"), Some("mosquitto")),
-            (8443, "10.0.2.15".into(), Some("eth0"), None),
-            (8883, "2001:db8::2".into(), Some("wlan0"), None),
+            (8443, "10.0.2.15".into(), Some("eth0"), Some("uid:1000")),
+            (8883, "2001:db8::2".into(), Some("wlan0"), Some("uid:0")),
         ]
     );
     assert_eq!(
         ports(s.udp_listen.as_ref().unwrap()),
         vec![
-            (123, "10.0.2.15".into(), Some("eth0"), None),
-            (5353, "0.0.0.0".into(), None, None),
-            (5353, "::".into(), None, None),
+            (123, "10.0.2.15".into(), Some("eth0"), Some("uid:0")),
+            (5353, "0.0.0.0".into(), None, Some("uid:102")),
+            (5353, "::".into(), None, Some("uid:102")),
         ]
     );
     let est: Vec<(String, String, Option<&str>)> = s
