@@ -1,7 +1,8 @@
 //! The real agent binary as a Greengrass component, under the nucleus IPC emulator authorising
 //! with the shipped recipe: every report valid and accepted in order in all three encodings,
 //! violations published, a configuration update changing the report interval live, a dropped
-//! connection losing nothing, a denied topic counted while the rest flows, a refused token not
+//! connection losing nothing, publishes failing with ServiceError retried in order, a denied
+//! topic counted while the rest flows, a refused token not
 //! stopping the agent. Also the recipe's invariants.
 
 use std::path::{Path, PathBuf};
@@ -271,6 +272,32 @@ async fn dropping_the_connection_mid_run_loses_nothing() {
     assert_all_accepted_in_order(&h);
     // Every report and violation the agent stored was acknowledged by the nucleus, hence
     // recorded by it: nothing was lost.
+    assert_spool_empty(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_errors_keep_records_spooled_and_reports_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = emulator(dir.path());
+    configure(&h, "1s", "json");
+    let agent = start_agent(&write_config(dir.path()), h.socket(), TOKEN);
+    assert!(
+        h.wait_for(Duration::from_secs(20), |h| accepted(h) >= 1)
+            .await
+    );
+    h.fail_publishes(3);
+    let before = accepted(&h);
+    let ok = h
+        .wait_for(Duration::from_secs(30), |h| accepted(h) >= before + 4)
+        .await;
+    stop_agent(agent);
+    assert!(ok, "accepted {}", accepted(&h));
+    assert_eq!(
+        h.connects(),
+        1,
+        "a ServiceError must not cost the connection"
+    );
+    assert_all_accepted_in_order(&h);
     assert_spool_empty(dir.path());
 }
 
