@@ -406,6 +406,7 @@ fn the_recipe_keeps_its_invariants() {
     assert!(archs.iter().any(|a| a.0 == "aarch64"));
     assert!(archs.iter().any(|a| a.0 == "amd64"));
     for m in manifests {
+        assert_eq!(m["Lifecycle"]["Setenv"]["MALLOC_ARENA_MAX"], "1");
         let script = m["Lifecycle"]["Run"]["Script"].as_str().unwrap();
         assert!(
             script.starts_with("exec "),
