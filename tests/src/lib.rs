@@ -4,9 +4,11 @@
 
 pub mod broker;
 pub mod emulator;
-pub mod greengrass;
 pub mod plain_broker;
 pub mod validator;
+
+// The Greengrass nucleus IPC emulator (and `greengrass-emulator`).
+pub mod greengrass;
 
 use std::path::PathBuf;
 
