@@ -18,9 +18,10 @@
 //!   event per changed leaf.
 //! * `UpdateState` is recorded; any other operation gets the nucleus's "Unsupported Operation"
 //!   error.
-//! * Fault knob: [`GgHandle::drop_connections`] closes every connection, and
+//! * Fault knobs: [`GgHandle::drop_connections`] closes every connection,
 //!   [`GgHandle::drop_on_publish`] closes the connection that sends the Nth next publish
-//!   before recording or answering it.
+//!   before recording or answering it, [`GgHandle::fail_publishes`] answers publishes with
+//!   `ServiceError`.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -252,6 +253,7 @@ struct State {
     connections: HashMap<u64, CancellationToken>,
     connects: u64,
     drop_on_publish: Option<usize>,
+    fail_publishes: usize,
     record: Option<std::fs::File>,
 }
 
@@ -307,6 +309,7 @@ pub fn spawn(opts: GgOptions) -> anyhow::Result<GgHandle> {
         connections: HashMap::new(),
         connects: 0,
         drop_on_publish: None,
+        fail_publishes: 0,
         record,
     }));
     let stop = CancellationToken::new();
@@ -419,6 +422,12 @@ impl GgHandle {
     /// publish is recorded or answered.
     pub fn drop_on_publish(&self, n: usize) {
         self.state.lock().unwrap().drop_on_publish = Some(n.max(1));
+    }
+
+    /// Answers the next `n` publishes with `ServiceError` (the nucleus could not forward them
+    /// to IoT Core), without recording them.
+    pub fn fail_publishes(&self, n: usize) {
+        self.state.lock().unwrap().fail_publishes = n;
     }
 
     /// Polls `cond` every 20 ms until it holds or `timeout` passes.
@@ -869,6 +878,15 @@ fn publish(state: &Arc<Mutex<State>>, c: &mut Conn, stream: i32, body: &Value) -
             return Next::Close(Duration::ZERO);
         }
         st.drop_on_publish = Some(n - 1);
+    }
+    if st.fail_publishes > 0 {
+        st.fail_publishes -= 1;
+        let _ = c.tx.send(modeled_error(
+            stream,
+            "ServiceError",
+            "Failed to publish the message to IoT Core",
+        ));
+        return Next::Continue;
     }
     let Some(topic) = body["topicName"].as_str().map(str::to_owned) else {
         let _ = c.tx.send(modeled_error(

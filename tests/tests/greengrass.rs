@@ -1,7 +1,8 @@
 //! The real agent binary as a Greengrass component, under the nucleus IPC emulator authorising
 //! with the shipped recipe: every report valid and accepted in order in all three encodings,
 //! violations published, a configuration update changing the report interval live, a dropped
-//! connection losing nothing, a denied topic counted while the rest flows, a refused token not
+//! connection losing nothing, publishes failing with ServiceError retried in order, a denied
+//! topic counted while the rest flows, a refused token not
 //! stopping the agent. Also the recipe's invariants.
 
 use std::path::{Path, PathBuf};
@@ -275,6 +276,32 @@ async fn dropping_the_connection_mid_run_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_errors_keep_records_spooled_and_reports_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = emulator(dir.path());
+    configure(&h, "1s", "json");
+    let agent = start_agent(&write_config(dir.path()), h.socket(), TOKEN);
+    assert!(
+        h.wait_for(Duration::from_secs(20), |h| accepted(h) >= 1)
+            .await
+    );
+    h.fail_publishes(3);
+    let before = accepted(&h);
+    let ok = h
+        .wait_for(Duration::from_secs(30), |h| accepted(h) >= before + 4)
+        .await;
+    stop_agent(agent);
+    assert!(ok, "accepted {}", accepted(&h));
+    assert_eq!(
+        h.connects(),
+        1,
+        "a ServiceError must not cost the connection"
+    );
+    assert_all_accepted_in_order(&h);
+    assert_spool_empty(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_topic_is_counted_and_keeps_its_records_while_reports_flow() {
     let dir = tempfile::tempdir().unwrap();
     // A recipe whose publish policy leaves out the violations topic.
@@ -379,6 +406,7 @@ fn the_recipe_keeps_its_invariants() {
     assert!(archs.iter().any(|a| a.0 == "aarch64"));
     assert!(archs.iter().any(|a| a.0 == "amd64"));
     for m in manifests {
+        assert_eq!(m["Lifecycle"]["Setenv"]["MALLOC_ARENA_MAX"], "1");
         let script = m["Lifecycle"]["Run"]["Script"].as_str().unwrap();
         assert!(
             script.starts_with("exec "),

@@ -12,7 +12,8 @@
 //! * `UnauthorizedError` / `InvalidArgumentsError` (the recipe's `accessControl` or the record
 //!   is wrong): counted, logged once per topic, retried after a backoff; later records go on.
 //! * `ServiceError`, unmodeled errors, timeouts: publishing pauses for a backoff, then resumes
-//!   from the oldest record still spooled, so reports stay in order.
+//!   from the oldest record still spooled, one publish at a time until one succeeds, so reports
+//!   stay in order.
 //!
 //! A configuration change event is debounced, then the whole configuration is read again and
 //! sent to the pipeline. Connection-level faults (protocol or internal error, a frame that does
@@ -213,6 +214,9 @@ struct Session {
     replay_at: Option<Instant>,
     /// A configuration read is due then (debounced change event, or a retry).
     config_at: Option<Instant>,
+    /// After a retryable failure, one publish at a time until one succeeds, so that a retried
+    /// report is not overtaken by the records after it.
+    probing: bool,
     state_reported: bool,
     got_ack: bool,
 }
@@ -220,6 +224,15 @@ struct Session {
 impl Session {
     fn publishes(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Publishes allowed in flight now.
+    fn window(&self) -> usize {
+        if self.probing {
+            1
+        } else {
+            PUBLISH_WINDOW
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -290,6 +303,7 @@ impl Transporter {
             paused_until: None,
             replay_at: None,
             config_at: None,
+            probing: false,
             state_reported: false,
             got_ack: false,
         };
@@ -358,7 +372,7 @@ impl Transporter {
                 info!("Spool drained; closing the IPC connection.");
                 return Ok(());
             }
-            let can_send = s.paused_until.is_none() && s.publishes() < PUBLISH_WINDOW;
+            let can_send = s.paused_until.is_none() && s.publishes() < s.window();
             let (paused_until, replay_at, config_at) = (s.paused_until, s.replay_at, s.config_at);
             let request_deadline = s.next_deadline();
             tokio::select! {
@@ -415,7 +429,7 @@ impl Transporter {
     /// Publishes spooled records while the window allows. Returns true when the spool has
     /// nothing more to send in this session.
     async fn fill(&mut self, s: &mut Session) -> Result<bool, IpcError> {
-        while s.publishes() < PUBLISH_WINDOW {
+        while s.publishes() < s.window() {
             let rec = match self.spool.next_after(s.cursor).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return Ok(true),
@@ -610,6 +624,7 @@ impl Transporter {
 
     async fn published(&mut self, s: &mut Session, p: InFlight) {
         s.got_ack = true;
+        s.probing = false;
         self.retry.reset();
         TransportStats::incr(&self.stats.published);
         if let Err(e) = self.spool.ack_many(vec![p.id]).await {
@@ -627,6 +642,7 @@ impl Transporter {
         let delay = self.retry.next_delay();
         if e.retryable() {
             s.paused_until = Some(now + delay);
+            s.probing = true;
             warn!(id = %p.id, topic = %p.topic, error = %e, "Publish failed; record stays spooled, publishing pauses and resumes from the oldest record.");
         } else {
             if e.code == "UnauthorizedError" {
