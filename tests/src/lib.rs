@@ -9,9 +9,6 @@ pub mod lab;
 pub mod plain_broker;
 pub mod validator;
 
-// The Greengrass nucleus IPC emulator (and `greengrass-emulator`).
-pub mod greengrass;
-
 use std::path::PathBuf;
 
 /// Path of the `edgewarden` binary built in this target directory.
