@@ -117,8 +117,8 @@ pub struct DetectorScorer {
 /// The range a metric took in normal operation: the largest and smallest values it had while
 /// scoring as normal (below 0.5), warm-up included.
 ///
-/// A datapoint inside the range, widened by [`RANGE_MARGIN`] (up to twice the largest normal
-/// value, down to half the smallest), is never anomalous: a gateway whose uploads reached 3 MB in
+/// A datapoint inside the range, widened by [`RANGE_MARGIN`] (up to four times the largest
+/// normal value, down to a quarter of the smallest), is never anomalous: a gateway whose uploads reached 3 MB in
 /// a tick does not alarm on the next 3 MB upload because uploads are rare, while a flood a
 /// hundred times larger still does. Attacks do not widen the range, as their scores are high.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,7 +128,7 @@ pub struct SeenRange {
 }
 
 /// How far outside the normal range a datapoint must be before it can be anomalous.
-pub const RANGE_MARGIN: f64 = 2.0;
+pub const RANGE_MARGIN: f64 = 4.0;
 
 impl SeenRange {
     /// True when `x` is within the widened range.
@@ -526,7 +526,7 @@ mod tests {
         assert!(!r.contains(1.0));
         r.learn(10.0);
         r.learn(100.0);
-        assert!(r.contains(5.0) && r.contains(200.0) && !r.contains(4.9) && !r.contains(201.0));
+        assert!(r.contains(2.5) && r.contains(400.0) && !r.contains(2.4) && !r.contains(401.0));
     }
 
     #[test]
