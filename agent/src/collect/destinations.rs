@@ -170,7 +170,7 @@ impl DestinationTracker {
 
     fn bound(&mut self) {
         let t = self.tick;
-        if self.tick % 16 == 0 {
+        if self.tick.is_multiple_of(16) {
             self.dests
                 .retain(|_, d| t.saturating_sub(d.last_tick) < RECUR_WINDOW_TICKS);
         }

@@ -102,7 +102,7 @@ fn run(a: &Args, seed: u64) -> Result<(u64, f64, Vec<String>), String> {
             eprintln!("{line}");
             violations.push(line);
         }
-        if armed_ticks % 600 == 0 {
+        if armed_ticks.is_multiple_of(600) {
             eprintln!(
                 "seed {seed}: {:.0} of {} min, {} violation(s)",
                 armed_ms as f64 / 60_000.0,
