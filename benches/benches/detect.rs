@@ -1,5 +1,6 @@
 //! Local Detect: evaluating the default profile on one collection tick, with a learned
-//! baseline (target ≤ 200 µs).
+//! baseline (target ≤ 100 µs). The tick carries every metric the default profile reads, the
+//! destination and per-name CPU sets included.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -54,6 +55,10 @@ fn gateway_tick(seq: u64, ports: usize, conns: usize) -> Snapshot {
         ("tcp_attempt_fails", num(0.0)),
         ("tcp_out_rsts", num(rng.u64(0..2) as f64)),
         ("udp_no_ports", num(0.0)),
+        ("udp_out_datagrams", num(rng.u64(0..20) as f64)),
+        ("tcp_in_segs", num(300.0 + rng.u64(0..40) as f64)),
+        ("tcp_out_segs", num(200.0 + rng.u64(0..40) as f64)),
+        ("raw_packets_out", num(0.0)),
     ] {
         s.custom.insert(k.into(), v);
     }
@@ -70,6 +75,25 @@ fn gateway_tick(seq: u64, ports: usize, conns: usize) -> Snapshot {
         "new_process_names".into(),
         MetricValue::StringList(names(3, "job")),
     );
+    let endpoints: Vec<String> = (0..conns.min(20))
+        .map(|i| format!("198.51.100.{i}:443"))
+        .collect();
+    s.custom.insert(
+        "destination_endpoints".into(),
+        MetricValue::StringList(endpoints.clone()),
+    );
+    s.custom.insert(
+        "recurring_destinations".into(),
+        MetricValue::StringList(endpoints[..endpoints.len() / 2].to_vec()),
+    );
+    let levels: Vec<String> = (0..15)
+        .flat_map(|i| {
+            let n = format!("svc{i}");
+            [format!("{n}@5"), format!("{n}@10")]
+        })
+        .collect();
+    s.custom
+        .insert("process_cpu_levels".into(), MetricValue::StringList(levels));
     s
 }
 

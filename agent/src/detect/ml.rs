@@ -111,6 +111,53 @@ pub trait ScorerFactory: Send + Sync + std::fmt::Debug {
 pub struct DetectorScorer {
     det: Detector,
     guard: MagnitudeGuard,
+    range: SeenRange,
+}
+
+/// The range a metric took in normal operation: the largest and smallest values it had while
+/// scoring as normal (below 0.5), warm-up included.
+///
+/// A datapoint inside the range, widened by [`RANGE_MARGIN`] (up to four times the largest
+/// normal value, down to a quarter of the smallest), is never anomalous: a gateway whose uploads reached 3 MB in
+/// a tick does not alarm on the next 3 MB upload because uploads are rare, while a flood a
+/// hundred times larger still does. Attacks do not widen the range, as their scores are high.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeenRange {
+    lo: Option<f64>,
+    hi: Option<f64>,
+}
+
+/// How far outside the normal range a datapoint must be before it can be anomalous.
+pub const RANGE_MARGIN: f64 = 4.0;
+
+impl SeenRange {
+    /// True when `x` is within the widened range.
+    pub fn contains(&self, x: f64) -> bool {
+        match (self.lo, self.hi) {
+            (Some(lo), Some(hi)) => {
+                let low = if lo >= 0.0 {
+                    lo / RANGE_MARGIN
+                } else {
+                    lo * RANGE_MARGIN
+                };
+                let high = if hi >= 0.0 {
+                    hi * RANGE_MARGIN
+                } else {
+                    hi / RANGE_MARGIN
+                };
+                x >= low && x <= high
+            }
+            _ => false,
+        }
+    }
+
+    /// Widens the range to `x`.
+    pub fn learn(&mut self, x: f64) {
+        if x.is_finite() {
+            self.lo = Some(self.lo.map_or(x, |l| l.min(x)));
+            self.hi = Some(self.hi.map_or(x, |h| h.max(x)));
+        }
+    }
 }
 
 /// A magnitude check beside the detector.
@@ -195,6 +242,8 @@ impl DetectorFactory {
 struct DetectorScorerState {
     detector: Detector,
     guard: MagnitudeGuard,
+    #[serde(default)]
+    range: SeenRange,
 }
 
 impl ScorerFactory for DetectorFactory {
@@ -207,6 +256,7 @@ impl ScorerFactory for DetectorFactory {
                 mad: 0.0,
                 n: 0,
             },
+            range: SeenRange::default(),
         })
     }
 
@@ -219,6 +269,7 @@ impl ScorerFactory for DetectorFactory {
             Box::new(DetectorScorer {
                 det: s.detector,
                 guard: s.guard,
+                range: s.range,
             }) as Box<dyn MlScorer>
         })
     }
@@ -228,7 +279,7 @@ impl MlScorer for DetectorScorer {
     fn observe(&mut self, at_ms: u64, value: f64) -> f64 {
         let v = self.det.observe(at_ms, &[value]);
         let (guard, z) = self.guard.observe(value);
-        match v.status {
+        let score = match v.status {
             Status::Armed if v.score.is_finite() => {
                 let det = if z >= GATE_Z {
                     v.score.clamp(0.0, 1.0)
@@ -238,7 +289,16 @@ impl MlScorer for DetectorScorer {
                 det.max(guard)
             }
             _ => 0.0,
+        };
+        let score = if self.range.contains(value) {
+            0.0
+        } else {
+            score
+        };
+        if score < 0.5 {
+            self.range.learn(value);
         }
+        score
     }
 
     fn is_trained(&self) -> bool {
@@ -249,6 +309,7 @@ impl MlScorer for DetectorScorer {
         serde_json::to_value(DetectorScorerState {
             detector: self.det.clone(),
             guard: self.guard.clone(),
+            range: self.range.clone(),
         })
         .unwrap_or(serde_json::Value::Null)
     }
@@ -433,6 +494,40 @@ pub fn normalise_name(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_within_the_normal_range_never_alarm_a_flood_beyond_it_does() {
+        let f = DetectorFactory;
+        let mut sc = f.create();
+        let mut t = 1_767_225_600_000u64;
+        // Mostly idle, an upload of up to 2.5 MB every 20 ticks.
+        for i in 0..400u64 {
+            t += 1000;
+            let v = if i % 20 < 2 {
+                1.5e6 + (i % 7) as f64 * 1.5e5
+            } else {
+                4000.0 + (i % 13) as f64 * 50.0
+            };
+            sc.observe(t, v);
+        }
+        assert!(sc.is_trained());
+        t += 1000;
+        assert_eq!(
+            sc.observe(t, 2.9e6),
+            0.0,
+            "a normal upload, a little larger than before"
+        );
+        t += 1000;
+        let flood = sc.observe(t, 4.5e8);
+        assert!(flood >= ConfidenceLevel::High.score_threshold(), "{flood}");
+        // The flood did not widen the range.
+        assert_eq!(sc.save()["range"]["hi"], serde_json::json!(2.9e6));
+        let mut r = SeenRange::default();
+        assert!(!r.contains(1.0));
+        r.learn(10.0);
+        r.learn(100.0);
+        assert!(r.contains(2.5) && r.contains(400.0) && !r.contains(2.4) && !r.contains(401.0));
+    }
 
     #[test]
     fn novelty_score_counts_never_seen_items() {
