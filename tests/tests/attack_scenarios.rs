@@ -333,8 +333,5 @@ fn attack_c2_beacon() {
 
 #[test]
 fn attack_exfiltration_to_a_new_address() {
-    attack_is_flagged(
-        Attack::Exfiltration,
-        &["new-recurring-destination", "bytes-to-new-destinations"],
-    );
+    attack_is_flagged(Attack::Exfiltration, &["new-recurring-destination"]);
 }

@@ -255,3 +255,45 @@ fn listeners_of_unseen_processes_are_owned_by_their_uid() {
         "a uid names no process"
     );
 }
+
+#[test]
+fn live_samples_carry_destinations_cpu_levels_and_raw_packets() {
+    let mut c = Collector::new(&cfg(true));
+    let s = c.sample();
+    assert!(s.custom.contains_key(metrics::DESTINATION_ENDPOINTS));
+    assert!(s.custom.contains_key(metrics::RECURRING_DESTINATIONS));
+    assert!(s.custom.contains_key(metrics::RAW_PACKETS_OUT));
+    assert!(
+        !s.custom.contains_key(metrics::PROCESS_CPU_LEVELS),
+        "no interval yet"
+    );
+    // Keep this process busy for the interval.
+    let end = std::time::Instant::now() + Duration::from_millis(300);
+    let mut x = 1u64;
+    while std::time::Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    let s = c.sample();
+    let Some(MetricValue::StringList(levels)) = s.custom.get(metrics::PROCESS_CPU_LEVELS) else {
+        panic!("no process_cpu_levels: {:?}", s.custom);
+    };
+    assert!(levels.iter().any(|l| l.ends_with("@50")), "{levels:?}");
+}
+
+#[test]
+fn cpu_levels_name_every_level_reached() {
+    let by_name = vec![
+        ("miner".to_owned(), 190u64),
+        ("idle".to_owned(), 1),
+        ("cron".to_owned(), 12),
+    ];
+    // Over a 2 s window: 190 ticks = 95 %, 1 tick = 0.5 %, 12 ticks = 6 %.
+    let l = cpu_levels(&by_name, 2000);
+    assert_eq!(
+        l,
+        [
+            "miner@5", "miner@10", "miner@20", "miner@35", "miner@50", "miner@70", "miner@90",
+            "cron@5"
+        ]
+    );
+}
