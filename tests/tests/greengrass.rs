@@ -331,10 +331,14 @@ async fn a_denied_topic_is_counted_and_keeps_its_records_while_reports_flow() {
         .published()
         .iter()
         .all(|p| !p.topic.ends_with("/violations")));
-    let (topic, message) = &h.denied()[0];
-    assert_eq!(topic, &format!("edgewarden/{THING}/violations"));
+    let violations = format!("edgewarden/{THING}/violations");
+    let (_, message) = h
+        .denied()
+        .into_iter()
+        .find(|(topic, _)| *topic == violations)
+        .unwrap_or_else(|| panic!("no denied publish on {violations}: {:?}", h.denied()));
     assert!(message.contains("not authorized"), "{message}");
-    // The denied violations stay spooled for when the policy allows them.
+    // The denied violations (and audit findings) stay spooled for when the policy allows them.
     let spool = edgewarden::spool::Spool::open(
         &dir.path().join("state/spool"),
         &edgewarden::config::SpoolConfig {
@@ -345,7 +349,11 @@ async fn a_denied_topic_is_counted_and_keeps_its_records_while_reports_flow() {
     .unwrap();
     assert!(!spool.is_empty());
     for id in spool.pending_ids() {
-        assert!(spool.topic_of(id).unwrap().ends_with("/violations"));
+        let topic = spool.topic_of(id).unwrap();
+        assert!(
+            topic.ends_with("/violations") || topic.ends_with("/audit"),
+            "{topic}"
+        );
     }
     // The latest report carries the count of refused publishes.
     let last = h.exchanges().last().unwrap().document.clone().unwrap();
@@ -423,7 +431,7 @@ fn the_recipe_keeps_its_invariants() {
             "{script} does not run the binary of {zip}"
         );
     }
-    // Publishing is limited to the Defender and violations topics, subscribing to the answers.
+    // Publishing is limited to the Defender, violations and audit topics, subscribing to the answers.
     let ac = integration_tests::greengrass::AccessControl::from_configuration(
         &r["ComponentConfiguration"]["DefaultConfiguration"],
     )
@@ -433,6 +441,7 @@ fn the_recipe_keeps_its_invariants() {
     assert!(ac.allows(publish, "$aws/things/gw/defender/metrics/json"));
     assert!(ac.allows(publish, "$aws/things/gw/defender/metrics/cbor"));
     assert!(ac.allows(publish, "edgewarden/gw/violations"));
+    assert!(ac.allows(publish, "edgewarden/gw/audit"));
     assert!(!ac.allows(publish, "$aws/things/gw/shadow/update"));
     assert!(!ac.allows(publish, "$aws/things/gw/defender/metrics/json/accepted"));
     assert!(ac.allows(subscribe, "$aws/things/gw/defender/metrics/json/accepted"));
