@@ -203,7 +203,7 @@ fn default_profile_is_valid_and_covers_the_documented_behaviours() {
         "processes-cpu",
         "new-listening-tcp-port",
         "new-destination-addresses",
-        "new-process-names",
+        "new-cpu-heavy-process",
         "scan-inbound-tcp",
         "scan-inbound-udp",
         "scan-outbound-connect-failures",
