@@ -79,7 +79,7 @@ pub fn check(out: &mut Findings<'_>) {
     let readable: Vec<&PathBuf> = inputs
         .log_files
         .iter()
-        .filter(|p| std::fs::File::open(inputs.path(p)).is_ok())
+        .filter(|p| readable_log(&inputs.path(p)))
         .collect();
     let journal_read = inputs.journal && journal_usable;
     if readable.is_empty() && !journal_read {
@@ -98,4 +98,17 @@ pub fn check(out: &mut Findings<'_>) {
             fix: "Enable rsyslog's auth facility (/var/log/auth.log) or a persistent journal, and let the agent read it (group adm or systemd-journal).".into(),
         });
     }
+}
+
+/// True when `path` is a regular file this process can open for reading. Opened non-blocking and
+/// without following a link, as the log followers do: a FIFO or a device planted at a log path
+/// must never block the audit.
+fn readable_log(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }
