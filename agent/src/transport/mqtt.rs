@@ -35,7 +35,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::response::{parse_response, report_id_of, Awaiting, Encoding, Outcome, Response};
+use super::response::{report_id_of, Awaiting, Encoding};
 use super::session::{Sent, Session};
 use super::stats::TransportStats;
 use super::tls::{self, TlsNames};
@@ -526,30 +526,14 @@ impl Transporter {
             );
             return;
         };
-        match parse_response(payload, self.topics.encoding, rejected) {
-            Err(e) => {
-                TransportStats::incr(&self.stats.malformed_responses);
-                warn!(topic, bytes = payload.len(), error = %e, "Ignoring a Device Defender answer that cannot be understood.");
-            }
-            Ok(Response::Accepted { report_id }) => {
-                TransportStats::incr(&self.stats.reports_accepted);
-                if self.awaiting.answer(report_id, false) == Outcome::Unmatched {
-                    TransportStats::incr(&self.stats.unmatched_responses);
-                }
-                debug!(report_id = ?report_id, "Device Defender accepted a report.");
-            }
-            Ok(Response::Rejected {
-                report_id,
-                code,
-                message,
-            }) => {
-                self.stats.count_rejection(&code);
-                if self.awaiting.answer(report_id, true) == Outcome::Unmatched {
-                    TransportStats::incr(&self.stats.unmatched_responses);
-                }
-                warn!(report_id = ?report_id, code = %code, message = %message, "Device Defender rejected a report.");
-            }
-        }
+        super::response::record_answer(
+            &self.stats,
+            &mut self.awaiting,
+            topic,
+            payload,
+            self.topics.encoding,
+            rejected,
+        );
     }
 
     fn expire_answers(&mut self) {

@@ -165,6 +165,43 @@ pub fn parse_response(
     })
 }
 
+/// Parses an answer received on `topic` and counts it: accepted, rejected by code, matched or
+/// not with a report we wait for, or malformed. Shared by every transport.
+pub fn record_answer(
+    stats: &super::TransportStats,
+    awaiting: &mut Awaiting,
+    topic: &str,
+    payload: &[u8],
+    enc: Encoding,
+    rejected: bool,
+) {
+    use super::TransportStats;
+    match parse_response(payload, enc, rejected) {
+        Err(e) => {
+            TransportStats::incr(&stats.malformed_responses);
+            tracing::warn!(topic, bytes = payload.len(), error = %e, "Ignoring a Device Defender answer that cannot be understood.");
+        }
+        Ok(Response::Accepted { report_id }) => {
+            TransportStats::incr(&stats.reports_accepted);
+            if awaiting.answer(report_id, false) == Outcome::Unmatched {
+                TransportStats::incr(&stats.unmatched_responses);
+            }
+            tracing::debug!(report_id = ?report_id, "Device Defender accepted a report.");
+        }
+        Ok(Response::Rejected {
+            report_id,
+            code,
+            message,
+        }) => {
+            stats.count_rejection(&code);
+            if awaiting.answer(report_id, true) == Outcome::Unmatched {
+                TransportStats::incr(&stats.unmatched_responses);
+            }
+            tracing::warn!(report_id = ?report_id, code = %code, message = %message, "Device Defender rejected a report.");
+        }
+    }
+}
+
 /// The `header.report_id` (or short `hed.rid`) of an outgoing report, if it has one.
 pub fn report_id_of(payload: &[u8], enc: Encoding) -> Option<u64> {
     let Value::Object(doc) = decode(payload, enc)? else {

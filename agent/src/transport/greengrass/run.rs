@@ -41,9 +41,7 @@ use super::frame::{
 use super::rpc::{Connection, IpcError, RpcError, MAX_OUTGOING_FRAME};
 use crate::spool::{SharedSpool, SpoolId};
 use crate::transport::mqtt::Backoff;
-use crate::transport::response::{
-    parse_response, report_id_of, Awaiting, Encoding, Outcome, Response,
-};
+use crate::transport::response::{report_id_of, Awaiting, Encoding};
 use crate::transport::stats::TransportStats;
 
 /// Publishes awaiting the nucleus's answer at once.
@@ -724,30 +722,14 @@ impl Transporter {
                 return;
             }
         };
-        match parse_response(&body, encoding, rejected) {
-            Err(e) => {
-                TransportStats::incr(&self.stats.malformed_responses);
-                warn!(topic, bytes = body.len(), error = %e, "Ignoring a Device Defender answer that cannot be understood.");
-            }
-            Ok(Response::Accepted { report_id }) => {
-                TransportStats::incr(&self.stats.reports_accepted);
-                if self.awaiting.answer(report_id, false) == Outcome::Unmatched {
-                    TransportStats::incr(&self.stats.unmatched_responses);
-                }
-                debug!(report_id = ?report_id, "Device Defender accepted a report.");
-            }
-            Ok(Response::Rejected {
-                report_id,
-                code,
-                message,
-            }) => {
-                self.stats.count_rejection(&code);
-                if self.awaiting.answer(report_id, true) == Outcome::Unmatched {
-                    TransportStats::incr(&self.stats.unmatched_responses);
-                }
-                warn!(report_id = ?report_id, code = %code, message = %message, "Device Defender rejected a report.");
-            }
-        }
+        crate::transport::response::record_answer(
+            &self.stats,
+            &mut self.awaiting,
+            &topic,
+            &body,
+            encoding,
+            rejected,
+        );
     }
 
     async fn expire_requests(&mut self, s: &mut Session) -> Result<(), IpcError> {
