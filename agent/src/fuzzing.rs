@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `agent/fuzz/` (one function per target). Not part of
 //! the public API; each takes arbitrary bytes and must never panic.
 
-use crate::collect::{interfaces, netlink, network, process, procnet, snmp, system};
+use crate::collect::{gate, interfaces, netlink, network, process, procnet, snmp, system};
 
 /// `/proc/net/{tcp,tcp6,udp,udp6}`.
 pub fn proc_net(data: &[u8]) {
@@ -17,12 +17,14 @@ pub fn net_dev(data: &[u8]) {
     let _ = state.update(data, &filter);
 }
 
-/// `/proc/net/snmp` and `/proc/net/snmp6`.
+/// `/proc/net/snmp`, `/proc/net/snmp6`, `/proc/net/sockstat` and `/proc/net/sockstat6`.
 pub fn snmp(data: &[u8]) {
     let mut c = snmp::parse_snmp(data).unwrap_or([None; snmp::COUNTERS]);
     let _ = snmp::add_snmp6(data, &mut c);
     let mut s = snmp::SnmpState::default();
     let _ = s.update(c);
+    let _ = gate::parse_sockstat(data);
+    let _ = gate::parse_sockstat6(data);
 }
 
 /// `/proc/<pid>/stat`.
@@ -34,6 +36,7 @@ pub fn proc_stat(data: &[u8]) {
 /// `/proc/stat`, `/proc/meminfo`, `/proc/loadavg`, `/proc/uptime`.
 pub fn system(data: &[u8]) {
     let _ = system::parse_stat_cpu(data);
+    let _ = system::parse_stat_forks(data);
     let _ = system::parse_meminfo_used_pct(data);
     let _ = system::parse_loadavg_1m(data);
     let _ = system::parse_uptime_s(data);

@@ -249,7 +249,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
     let mut engine = new_engine(&cfg, load_engine_state(&cfg.state_dir))?;
 
     let mut aggregator = Aggregator::new(&cfg.report);
-    let mut collector = Some(Collector::new(&cfg.collect));
+    let mut collector = Some(new_collector(&cfg));
     let mut ticker = tokio::time::interval(cfg.collect.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let started = Instant::now();
@@ -293,6 +293,9 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
                 }
                 if changed.report {
                     next_report = next_report.min(Instant::now() + cfg.report.interval);
+                    if let Some(c) = collector.as_mut() {
+                        c.set_full_walk_max_age(cfg.report.interval);
+                    }
                 }
                 if changed.detect {
                     let state = engine.as_ref().map(|e| e.state());
@@ -326,7 +329,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
             Ok(v) => v,
             Err(e) => {
                 error!(error = %e, "Collector task failed; restarting the collector.");
-                collector = Some(Collector::new(&cfg.collect));
+                collector = Some(new_collector(&cfg));
                 continue;
             }
         };
@@ -593,6 +596,13 @@ async fn store_violations(cfg: &Config, sink: &mut Sink, lines: Vec<Vec<u8>>) ->
 }
 
 /// The detection engine `cfg` asks for (`None` when detection is off), resuming `state`.
+/// The collector, with a full TCP walk at least once per report interval.
+fn new_collector(cfg: &Config) -> Collector {
+    let mut c = Collector::new(&cfg.collect);
+    c.set_full_walk_max_age(cfg.report.interval);
+    c
+}
+
 fn new_engine(cfg: &Config, state: Option<EngineState>) -> Result<Option<Engine>, AgentError> {
     if !cfg.detect.enabled {
         return Ok(None);

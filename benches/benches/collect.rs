@@ -171,15 +171,20 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
 
     let mut g = c.benchmark_group("collect/sample");
     g.measurement_time(Duration::from_secs(6));
-    for netlink in [true, false] {
+    // `full`: the whole TCP table and a `/proc` listing every tick; `gated`: what a tick costs
+    // when the kernel's counters show nothing changed (this bench's load is static; other
+    // activity on the machine still forks, so some ticks list `/proc`).
+    for (name, netlink, skip) in [
+        ("netlink-full", true, false),
+        ("netlink-gated", true, true),
+        ("procnet", false, false),
+    ] {
         let mut cfg = base.clone();
         cfg.netlink = netlink;
+        cfg.skip_unchanged = skip;
         let mut col = Collector::new(&cfg);
         col.sample();
-        let id = BenchmarkId::new(
-            if netlink { "netlink" } else { "procnet" },
-            format!("{procs}procs"),
-        );
+        let id = BenchmarkId::new(name, format!("{procs}procs"));
         g.bench_function(id, |b| b.iter(|| col.sample()));
     }
     g.finish();
@@ -204,10 +209,16 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     g.finish();
 
     let mut g = c.benchmark_group("collect/processes");
-    let mut table = ProcessTable::default();
-    let _ = table.walk(Path::new("/proc"), 5);
-    g.bench_function(BenchmarkId::new("walk", format!("{procs}procs")), |b| {
-        b.iter(|| table.walk(Path::new("/proc"), 5))
+    // `listing`: `/proc` listed every tick (fork counter unknown); `quiet`: no fork since the
+    // last listing, each known process read with one `pread` of its open `stat` file.
+    let mut table = ProcessTable::for_root(Path::new("/proc"));
+    let _ = table.walk(Path::new("/proc"), 5, None);
+    g.bench_function(BenchmarkId::new("listing", format!("{procs}procs")), |b| {
+        b.iter(|| table.walk(Path::new("/proc"), 5, None))
+    });
+    let _ = table.walk(Path::new("/proc"), 5, Some(1));
+    g.bench_function(BenchmarkId::new("quiet", format!("{procs}procs")), |b| {
+        b.iter(|| table.walk(Path::new("/proc"), 5, Some(1)))
     });
     g.finish();
 

@@ -26,6 +26,7 @@
 //! gauges (`cpu_usage`, `top_cpu_processes`) absent.
 
 pub mod destinations;
+pub mod gate;
 pub mod interfaces;
 pub mod netlink;
 pub mod network;
@@ -48,6 +49,7 @@ use crate::metrics;
 use crate::snapshot::{MetricValue, Snapshot};
 
 use destinations::DestinationTracker;
+use gate::{TcpFingerprint, TcpGate};
 use interfaces::{AddrReader, AddrTable};
 use netlink::Proto;
 use network::{IfFilter, NetState};
@@ -55,6 +57,7 @@ use process::ProcessTable;
 use snmp::SnmpState;
 use sockets::{RawSocket, SocketReader};
 use system::CpuTimes;
+use text::ProcFile;
 
 /// The real procfs mount.
 pub const PROC_ROOT: &str = "/proc";
@@ -65,6 +68,9 @@ pub const OWNER_WALK_MIN_GAP: Duration = Duration::from_secs(30);
 /// A listening socket whose process cannot be seen without privilege (another user's process,
 /// and no `CAP_SYS_PTRACE`) is reported with its owner UID instead: `uid:0` for root's sshd.
 pub const UID_OWNER_PREFIX: &str = "uid:";
+/// Longest reuse of a TCP walk until [`Collector::set_full_walk_max_age`] says otherwise: the
+/// default report interval.
+pub const DEFAULT_FULL_WALK_MAX_AGE: Duration = Duration::from_secs(300);
 /// The address table is re-read at least this often even when every address resolves.
 const ADDR_TABLE_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -88,6 +94,8 @@ enum Source {
     Memory,
     Load,
     Uptime,
+    Sockstat,
+    Forks,
 }
 
 impl Source {
@@ -106,6 +114,8 @@ impl Source {
             Source::Memory => "memory",
             Source::Load => "load",
             Source::Uptime => "uptime",
+            Source::Sockstat => "sockstat",
+            Source::Forks => "fork_counter",
         }
     }
 }
@@ -143,29 +153,33 @@ pub const CPU_LEVELS: [u32; 7] = [5, 10, 20, 35, 50, 70, 90];
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every Linux ABI).
 const USER_HZ: u64 = 100;
 
-/// Fixed paths under the proc root, built once.
+/// Files under the proc root, opened once (see [`text::ProcFile`]).
 #[derive(Debug)]
 struct Paths {
     root: PathBuf,
-    net_dev: PathBuf,
-    snmp: PathBuf,
-    snmp6: PathBuf,
-    stat: PathBuf,
-    meminfo: PathBuf,
-    loadavg: PathBuf,
-    uptime: PathBuf,
+    net_dev: ProcFile,
+    snmp: ProcFile,
+    snmp6: ProcFile,
+    sockstat: ProcFile,
+    sockstat6: ProcFile,
+    stat: ProcFile,
+    meminfo: ProcFile,
+    loadavg: ProcFile,
+    uptime: ProcFile,
 }
 
 impl Paths {
     fn new(root: PathBuf) -> Paths {
         Paths {
-            net_dev: root.join("net/dev"),
-            snmp: root.join("net/snmp"),
-            snmp6: root.join("net/snmp6"),
-            stat: root.join("stat"),
-            meminfo: root.join("meminfo"),
-            loadavg: root.join("loadavg"),
-            uptime: root.join("uptime"),
+            net_dev: ProcFile::new(root.join("net/dev")),
+            snmp: ProcFile::new(root.join("net/snmp")),
+            snmp6: ProcFile::new(root.join("net/snmp6")),
+            sockstat: ProcFile::single(root.join("net/sockstat")),
+            sockstat6: ProcFile::single(root.join("net/sockstat6")),
+            stat: ProcFile::single(root.join("stat")),
+            meminfo: ProcFile::single(root.join("meminfo")),
+            loadavg: ProcFile::single(root.join("loadavg")),
+            uptime: ProcFile::single(root.join("uptime")),
             root,
         }
     }
@@ -192,6 +206,13 @@ pub struct Collector {
     sockets: SocketReader,
     tcp: Vec<RawSocket>,
     udp: Vec<RawSocket>,
+    /// Connected (non-listening) TCP sockets of the last full walk, in its order.
+    tcp_connected: Vec<RawSocket>,
+    gate: TcpGate,
+    /// List `/proc` every tick, whatever the fork counter says.
+    list_every_tick: bool,
+    /// This tick's `ActiveOpens`, `PassiveOpens`, `AttemptFails`, `EstabResets`, `CurrEstab`.
+    tcp_counters: Option<[u64; 5]>,
     addr_reader: AddrReader,
     addrs: AddrTable,
     addrs_read_at: Option<Instant>,
@@ -234,10 +255,14 @@ impl Collector {
             net: NetState::default(),
             snmp: SnmpState::default(),
             cpu: None,
-            procs: ProcessTable::default(),
+            procs: ProcessTable::for_root(&proc_root),
             sockets: SocketReader::new(&proc_root, netlink),
             tcp: Vec::new(),
             udp: Vec::new(),
+            tcp_connected: Vec::new(),
+            gate: TcpGate::new(cfg.skip_unchanged, DEFAULT_FULL_WALK_MAX_AGE),
+            list_every_tick: !cfg.skip_unchanged,
+            tcp_counters: None,
             addr_reader: AddrReader::new(netlink),
             addrs: AddrTable::default(),
             addrs_read_at: None,
@@ -271,6 +296,32 @@ impl Collector {
         self.sockets.uses_netlink()
     }
 
+    /// Full TCP walks, reused walks and walks forced by doubt so far (see [`gate`]).
+    pub fn gate_stats(&self) -> gate::GateStats {
+        self.gate.stats()
+    }
+
+    /// Ticks that listed `/proc` and ticks that skipped the listing so far (see [`process`]).
+    pub fn process_listings(&self) -> (u64, u64) {
+        self.procs.listings()
+    }
+
+    /// Sets the longest time a TCP walk is reused: the report interval, so that every report
+    /// holds at least one full walk.
+    pub fn set_full_walk_max_age(&mut self, max_age: Duration) {
+        self.gate.set_max_age(max_age);
+    }
+
+    /// Turns the reuse of TCP walks on or off (off: the whole table every tick).
+    pub fn set_tcp_gating(&mut self, on: bool) {
+        self.gate.set_enabled(on);
+    }
+
+    /// Turns the skipping of `/proc` listings on or off (off: `/proc` listed every tick).
+    pub fn set_listing_gating(&mut self, on: bool) {
+        self.list_every_tick = !on;
+    }
+
     /// One tick: samples every sub-collector. Synchronous; meant for `spawn_blocking`.
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
@@ -292,13 +343,16 @@ impl Collector {
             interval_ms,
             ..Snapshot::default()
         };
+        // `/proc/stat` first: its fork counter must be read before the process walk.
+        let (cpu, forks) = self.read_stat();
         snap.net = self.sample_net();
+        // Counters before the socket dumps, so that a change during a dump shows next tick.
         self.sample_snmp(&mut snap.custom);
         // Processes before sockets: the owner lookup reuses the names just read.
-        self.sample_processes(&mut snap.custom, interval_ms);
+        self.sample_processes(&mut snap.custom, interval_ms, forks);
         self.prev_interval_ms = interval_ms;
         self.sample_sockets(&mut snap);
-        self.sample_system(&mut snap.custom, warm_up);
+        self.sample_system(&mut snap.custom, warm_up, cpu);
         let errors = self.faults.errors.saturating_sub(errors_before);
         snap.custom.insert(
             metrics::COLLECTOR_ERRORS.to_owned(),
@@ -308,7 +362,7 @@ impl Collector {
     }
 
     fn sample_net(&mut self) -> Option<crate::snapshot::NetDelta> {
-        match text::read_into(&self.paths.net_dev, &mut self.buf) {
+        match self.paths.net_dev.read(&mut self.buf) {
             Ok(data) => {
                 let (delta, skipped) = self.net.update(data, &self.filter);
                 if skipped > 0 {
@@ -317,40 +371,42 @@ impl Collector {
                         skipped,
                         &format_args!(
                             "{}: skipped {skipped} malformed line(s)",
-                            self.paths.net_dev.display()
+                            self.paths.net_dev.path().display()
                         ),
                     );
                 }
                 Some(delta)
             }
             Err(e) => {
-                self.faults.read(Source::NetDev, &self.paths.net_dev, &e);
+                self.faults
+                    .read(Source::NetDev, self.paths.net_dev.path(), &e);
                 None
             }
         }
     }
 
     fn sample_snmp(&mut self, custom: &mut BTreeMap<String, MetricValue>) {
-        let mut counters = match text::read_into(&self.paths.snmp, &mut self.buf) {
+        self.tcp_counters = None;
+        let mut counters = match self.paths.snmp.read(&mut self.buf) {
             Ok(data) => match snmp::parse_snmp(data) {
                 Ok(c) => c,
                 Err(e) => {
                     self.faults.fail(
                         Source::Snmp,
                         1,
-                        &format_args!("{}: {e}", self.paths.snmp.display()),
+                        &format_args!("{}: {e}", self.paths.snmp.path().display()),
                     );
                     self.snmp.reset();
                     return;
                 }
             },
             Err(e) => {
-                self.faults.read(Source::Snmp, &self.paths.snmp, &e);
+                self.faults.read(Source::Snmp, self.paths.snmp.path(), &e);
                 self.snmp.reset();
                 return;
             }
         };
-        match text::read_into(&self.paths.snmp6, &mut self.buf) {
+        match self.paths.snmp6.read(&mut self.buf) {
             Ok(data) => {
                 let skipped = snmp::add_snmp6(data, &mut counters);
                 if skipped > 0 {
@@ -359,7 +415,7 @@ impl Collector {
                         skipped,
                         &format_args!(
                             "{}: skipped {skipped} malformed line(s)",
-                            self.paths.snmp6.display()
+                            self.paths.snmp6.path().display()
                         ),
                     );
                 }
@@ -368,11 +424,12 @@ impl Collector {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 // Without the IPv6 part the sums would drop, then jump: start over.
-                self.faults.read(Source::Snmp6, &self.paths.snmp6, &e);
+                self.faults.read(Source::Snmp6, self.paths.snmp6.path(), &e);
                 self.snmp.reset();
                 return;
             }
         }
+        self.tcp_counters = tcp_gate_counters(&counters);
         let deltas = self.snmp.update(counters);
         for (name, d) in snmp::COUNTER_METRICS.iter().zip(deltas) {
             if let Some(d) = d {
@@ -387,8 +444,14 @@ impl Collector {
         }
     }
 
-    fn sample_processes(&mut self, custom: &mut BTreeMap<String, MetricValue>, interval_ms: u64) {
-        let sample = match self.procs.walk(&self.paths.root, self.top_processes) {
+    fn sample_processes(
+        &mut self,
+        custom: &mut BTreeMap<String, MetricValue>,
+        interval_ms: u64,
+        forks: Option<u64>,
+    ) {
+        let forks = forks.filter(|_| !self.list_every_tick);
+        let sample = match self.procs.walk(&self.paths.root, self.top_processes, forks) {
             Ok(s) => s,
             Err(e) => {
                 self.faults.read(Source::Processes, &self.paths.root, &e);
@@ -441,7 +504,7 @@ impl Collector {
     }
 
     fn sample_sockets(&mut self, snap: &mut Snapshot) {
-        let tcp_ok = self.read_sockets(Proto::Tcp);
+        let tcp_ok = self.read_tcp();
         let udp_ok = self.read_sockets(Proto::Udp);
         if !tcp_ok && !udp_ok {
             return;
@@ -490,6 +553,101 @@ impl Collector {
                 MetricValue::StringList(names),
             );
         }
+    }
+
+    /// The gate's counters for this tick (`None` on any doubt, counted as a failure).
+    fn tcp_fingerprint(&mut self) -> Option<TcpFingerprint> {
+        let snmp = self.tcp_counters?;
+        let (inuse, tw) = match self.paths.sockstat.read(&mut self.buf) {
+            Ok(data) => match gate::parse_sockstat(data) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = format!("{}: {e}", self.paths.sockstat.path().display());
+                    self.faults.fail(Source::Sockstat, 1, &e);
+                    return None;
+                }
+            },
+            Err(e) => {
+                self.faults
+                    .read(Source::Sockstat, self.paths.sockstat.path(), &e);
+                return None;
+            }
+        };
+        let inuse6 = match self.paths.sockstat6.read(&mut self.buf) {
+            Ok(data) => match gate::parse_sockstat6(data) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = format!("{}: {e}", self.paths.sockstat6.path().display());
+                    self.faults.fail(Source::Sockstat, 1, &e);
+                    return None;
+                }
+            },
+            // A kernel without IPv6 has no sockstat6 and no IPv6 sockets.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                self.faults
+                    .read(Source::Sockstat, self.paths.sockstat6.path(), &e);
+                return None;
+            }
+        };
+        Some(TcpFingerprint {
+            snmp,
+            inuse: inuse.saturating_add(inuse6),
+            tw,
+        })
+    }
+
+    /// Reads the TCP table into `self.tcp`: listeners from the kernel and the connected sockets
+    /// of the last full walk when [`gate`] allows it, else the whole table. False when it failed.
+    fn read_tcp(&mut self) -> bool {
+        if !self.sockets.uses_netlink() && self.gate.enabled() {
+            // `/proc/net/tcp` costs the same whatever is asked of it.
+            self.gate.set_enabled(false);
+        }
+        let fp = if self.gate.enabled() {
+            self.tcp_fingerprint()
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let reason = self.gate.decide(fp.as_ref(), now);
+        if let Some(r) = reason {
+            tracing::trace!(reason = ?r, "Walking the whole TCP table.");
+        }
+        if reason.is_none() {
+            match self.sockets.read_tcp_listeners(&mut self.tcp) {
+                Ok(()) => {
+                    self.tcp.extend_from_slice(&self.tcp_connected);
+                    return true;
+                }
+                Err(e) => {
+                    self.faults.fail(Source::SockDiag, 1, &e);
+                    self.gate.failed();
+                }
+            }
+        }
+        if !self.read_sockets(Proto::Tcp) {
+            self.gate.failed();
+            self.tcp_connected.clear();
+            return false;
+        }
+        // Listeners first, then the connected sockets in walk order: the same table whether
+        // the kernel walked per family or both at once, and whether or not a walk is reused.
+        self.tcp_connected.clear();
+        self.tcp_connected.extend(
+            self.tcp
+                .iter()
+                .filter(|s| s.state != procnet::state::LISTEN),
+        );
+        self.tcp.retain(|s| s.state == procnet::state::LISTEN);
+        self.tcp.extend_from_slice(&self.tcp_connected);
+        let syn_sent = self
+            .tcp_connected
+            .iter()
+            .filter(|s| s.state == procnet::state::SYN_SENT)
+            .count() as u64;
+        self.gate.walked(fp, self.tcp.len() as u64, syn_sent, now);
+        true
     }
 
     /// Reads one protocol's table into `self.tcp` / `self.udp`; false when it failed.
@@ -628,65 +786,92 @@ impl Collector {
         }
     }
 
-    fn sample_system(&mut self, custom: &mut BTreeMap<String, MetricValue>, warm_up: bool) {
-        match text::read_whole_into(&self.paths.stat, &mut self.buf) {
-            Ok(data) => match system::parse_stat_cpu(data) {
-                Ok(cur) => {
-                    if let Some(pct) = self.cpu.and_then(|prev| system::cpu_percent(prev, cur)) {
-                        if !warm_up {
-                            custom.insert(metrics::CPU_USAGE.to_owned(), MetricValue::Number(pct));
-                        }
+    /// Reads `/proc/stat` once: CPU times (the failure already counted when `None`) and the
+    /// fork counter (`None` when missing: `/proc` is then listed every tick).
+    fn read_stat(&mut self) -> (Option<system::CpuTimes>, Option<u64>) {
+        match self.paths.stat.read(&mut self.buf) {
+            Ok(data) => {
+                let cpu = system::parse_stat_cpu(data);
+                let forks = system::parse_stat_forks(data);
+                let cpu = match cpu {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let e = format!("{}: {e}", self.paths.stat.path().display());
+                        self.faults.fail(Source::Cpu, 1, &e);
+                        None
                     }
-                    self.cpu = Some(cur);
-                }
-                Err(e) => {
-                    self.cpu = None;
-                    self.faults.fail(
-                        Source::Cpu,
-                        1,
-                        &format_args!("{}: {e}", self.paths.stat.display()),
-                    );
-                }
-            },
+                };
+                let forks = match forks {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        let e = format!("{}: {e}", self.paths.stat.path().display());
+                        self.faults.fail(Source::Forks, 1, &e);
+                        None
+                    }
+                };
+                (cpu, forks)
+            }
             Err(e) => {
-                self.cpu = None;
-                self.faults.read(Source::Cpu, &self.paths.stat, &e);
+                self.faults.read(Source::Cpu, self.paths.stat.path(), &e);
+                (None, None)
             }
         }
-        let gauges: [(Source, &Path, &str, GaugeParser); 3] = [
+    }
+
+    fn sample_system(
+        &mut self,
+        custom: &mut BTreeMap<String, MetricValue>,
+        warm_up: bool,
+        cpu: Option<system::CpuTimes>,
+    ) {
+        if let Some(cur) = cpu {
+            if let Some(pct) = self.cpu.and_then(|prev| system::cpu_percent(prev, cur)) {
+                if !warm_up {
+                    custom.insert(metrics::CPU_USAGE.to_owned(), MetricValue::Number(pct));
+                }
+            }
+        }
+        self.cpu = cpu;
+        let gauges: [(Source, &str, GaugeParser); 3] = [
             (
                 Source::Memory,
-                &self.paths.meminfo,
                 metrics::MEMORY_USED_PCT,
                 system::parse_meminfo_used_pct,
             ),
-            (
-                Source::Load,
-                &self.paths.loadavg,
-                metrics::LOAD_AVG_1M,
-                system::parse_loadavg_1m,
-            ),
-            (
-                Source::Uptime,
-                &self.paths.uptime,
-                metrics::UPTIME_S,
-                system::parse_uptime_s,
-            ),
+            (Source::Load, metrics::LOAD_AVG_1M, system::parse_loadavg_1m),
+            (Source::Uptime, metrics::UPTIME_S, system::parse_uptime_s),
         ];
-        for (src, path, name, parse) in gauges {
-            match text::read_whole_into(path, &mut self.buf) {
+        for (src, name, parse) in gauges {
+            let file = match src {
+                Source::Memory => &mut self.paths.meminfo,
+                Source::Load => &mut self.paths.loadavg,
+                _ => &mut self.paths.uptime,
+            };
+            match file.read(&mut self.buf) {
                 Ok(data) => match parse(data) {
                     Ok(v) => {
                         custom.insert(name.to_owned(), MetricValue::Number(v));
                     }
-                    Err(e) => self
-                        .faults
-                        .fail(src, 1, &format_args!("{}: {e}", path.display())),
+                    Err(e) => {
+                        self.faults
+                            .fail(src, 1, &format_args!("{}: {e}", file.path().display()))
+                    }
                 },
-                Err(e) => self.faults.read(src, path, &e),
+                Err(e) => self.faults.read(src, file.path(), &e),
             }
         }
     }
+}
+
+/// The gate's `/proc/net/snmp` counters, `None` when one is missing (an unfamiliar file).
+fn tcp_gate_counters(c: &snmp::Counters) -> Option<[u64; 5]> {
+    Some([
+        c[snmp::TCP_ACTIVE_OPENS]?,
+        c[snmp::TCP_PASSIVE_OPENS]?,
+        c[snmp::TCP_ATTEMPT_FAILS]?,
+        c[snmp::TCP_ESTAB_RESETS]?,
+        c[snmp::TCP_CURR_ESTAB]?,
+    ])
 }
 
 /// `process_cpu_levels` items: for each name, `name@L` for every level L of [`CPU_LEVELS`]

@@ -63,6 +63,9 @@ pub enum NetlinkError {
     /// The dump stopped before its end marker.
     #[error("netlink dump stalled for {STALL_LIMIT:?} before completing")]
     Stalled,
+    /// No socket is open (the last full read failed or fell back to `/proc/net`).
+    #[error("no netlink sock_diag socket is open")]
+    NotOpen,
 }
 
 /// What one received datagram meant for the dump in progress.

@@ -6,18 +6,36 @@
 //! its path and read buffers and two PID maps that swap each tick, so a steady process set
 //! allocates nothing; a process name is allocated once, when the process is first seen.
 //!
+//! Each process's `stat` file is opened once and kept open (up to [`MAX_OPEN_STAT`] files):
+//! a tick reads it with one `pread` instead of `open`, `read`, `close`. An open `stat` file is
+//! bound to the process, not to its PID number: once the process has exited it answers `ESRCH`,
+//! even when the PID was reused, so a new process never inherits an old one's record.
+//!
+//! Listing `/proc` (`getdents64`) is needed only to find *new* processes, and a new process
+//! needs a fork: when the kernel's fork counter (`processes` in `/proc/stat`, every `fork` and
+//! `clone` of the machine) has not moved since the last listing, the tick reads the processes it
+//! already knows (those that exited answer `ESRCH` and are dropped) and skips the listing. The
+//! result is the same as a listing's: an `exec` keeps the PID and start time and shows its new
+//! name in `stat`, and a process whose `stat` could not be read at the last listing is tried
+//! again. A fork counter that cannot be read lists every tick.
+//!
 //! Walking every `/proc/<pid>/fd` costs milliseconds, so [`socket_owners`] runs only when the
 //! set of listening sockets changed, and stops as soon as every wanted inode is found.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use super::text::{dec_u64, read_whole_into};
+use super::text::dec_u64;
 
 /// `ESRCH`: reading the files of a process that is being reaped.
 const ESRCH: i32 = 3;
+/// `stat` files kept open at most. Beyond it (a machine with more processes) the rest are read
+/// by path each tick; the budget leaves most of a service's usual 1024 descriptors free.
+pub const MAX_OPEN_STAT: usize = 512;
 
 /// What `/proc/<pid>/stat` says about one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +99,7 @@ pub fn parse_stat(data: &[u8]) -> Option<StatFields<'_>> {
 }
 
 /// A process as tracked between ticks.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Proc {
     start: u64,
     cpu_ticks: u64,
@@ -90,6 +108,8 @@ struct Proc {
     cpu_delta_prev: u64,
     rss_pages: u64,
     name: String,
+    /// Its `stat` file, kept open (`None` beyond [`MAX_OPEN_STAT`]).
+    file: Option<File>,
 }
 
 /// One tick of the process walk.
@@ -123,81 +143,107 @@ pub struct ProcessTable {
     cur: HashMap<u32, Proc>,
     walked: bool,
     path: PathBuf,
+    num: String,
     buf: Vec<u8>,
     rank: Vec<(u64, u32)>,
+    /// `stat` files open now.
+    open_files: usize,
+    /// Fork counter read before the last listing of `/proc`.
+    listed_at: Option<u64>,
+    /// Keep `stat` files open (the real `/proc` only: see [`ProcessTable::for_root`]).
+    keep_open: bool,
+    /// PIDs whose `stat` could not be read at the last listing.
+    unreadable: Vec<u32>,
+    /// Ticks that listed `/proc`, and ticks that did not need to.
+    listings: u64,
+    listings_skipped: u64,
+}
+
+/// How one `stat` read ended.
+enum Read {
+    /// Read into the buffer (not parsed yet).
+    Ok,
+    /// The process is gone.
+    Gone,
+    /// Malformed content.
+    Malformed,
+    /// Exists but could not be read.
+    Failed(io::Error),
 }
 
 impl ProcessTable {
+    /// A table for `proc_root`. Files are kept open only under the real `/proc`, where an open
+    /// `stat` file answers `ESRCH` once its process has gone; a fixture tree's files do not.
+    pub fn for_root(proc_root: &Path) -> ProcessTable {
+        ProcessTable {
+            keep_open: proc_root == Path::new(super::PROC_ROOT),
+            ..ProcessTable::default()
+        }
+    }
+
     /// Name of a live process as of the last walk.
     pub fn name_of(&self, pid: u32) -> Option<&str> {
         self.prev.get(&pid).map(|p| p.name.as_str())
     }
 
-    /// Walks `<proc_root>/<pid>/stat`. `top` is how many top consumers to name. Fails only when
-    /// `proc_root` itself cannot be listed.
-    pub fn walk(&mut self, proc_root: &Path, top: usize) -> io::Result<ProcessSample> {
+    /// Ticks that listed `/proc` and ticks that skipped the listing, so far.
+    pub fn listings(&self) -> (u64, u64) {
+        (self.listings, self.listings_skipped)
+    }
+
+    /// `stat` files held open now.
+    pub fn open_files(&self) -> usize {
+        self.open_files
+    }
+
+    /// Walks `<proc_root>/<pid>/stat`. `top` is how many top consumers to name; `forks` is the
+    /// fork counter read before this call (`None` when unknown: then `/proc` is listed). Fails
+    /// only when `proc_root` itself cannot be listed.
+    pub fn walk(
+        &mut self,
+        proc_root: &Path,
+        top: usize,
+        forks: Option<u64>,
+    ) -> io::Result<ProcessSample> {
         let mut out = ProcessSample::default();
         self.cur.clear();
-        for entry in std::fs::read_dir(proc_root)? {
-            let Ok(entry) = entry else {
-                out.vanished += 1;
-                continue;
-            };
-            let name = entry.file_name();
-            let Some(pid) = pid_of(&name) else { continue };
-            self.path.as_mut_os_string().clear();
-            self.path.push(proc_root);
-            self.path.push(&name);
-            self.path.push("stat");
-            let data = match read_whole_into(&self.path, &mut self.buf) {
-                Ok(d) => d,
-                // Exited since the listing (ENOENT), or a zombie being reaped (ESRCH).
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(ESRCH) =>
-                {
+        let quiet = self.walked && forks.is_some() && forks == self.listed_at;
+        if quiet {
+            self.listings_skipped += 1;
+            let mut known = std::mem::take(&mut self.prev);
+            for (pid, old) in known.drain() {
+                self.sample_one(proc_root, pid, Some(old), &mut out);
+            }
+            // Processes unreadable at the last listing are tried again, as a listing would.
+            for pid in std::mem::take(&mut self.unreadable) {
+                self.sample_one(proc_root, pid, None, &mut out);
+            }
+            self.prev = known;
+        } else {
+            self.listings += 1;
+            self.unreadable.clear();
+            let mut gone_before = 0;
+            for entry in std::fs::read_dir(proc_root)? {
+                let Ok(entry) = entry else {
                     out.vanished += 1;
                     continue;
-                }
-                Err(e) => {
-                    match &mut out.unreadable {
-                        Some((n, _, _)) => *n += 1,
-                        None => out.unreadable = Some((1, self.path.clone(), e)),
-                    }
+                };
+                let Some(pid) = pid_of(&entry.file_name()) else {
                     continue;
+                };
+                let old = self.prev.remove(&pid);
+                if !self.sample_one(proc_root, pid, old, &mut out) {
+                    gone_before += 1;
                 }
-            };
-            let Some(st) = parse_stat(data) else {
-                out.malformed += 1;
-                continue;
-            };
-            let p = match self.prev.remove(&pid) {
-                Some(mut old) if old.start == st.start => {
-                    old.cpu_delta_prev = old.cpu_delta;
-                    old.cpu_delta = st.cpu_ticks.saturating_sub(old.cpu_ticks);
-                    old.cpu_ticks = st.cpu_ticks;
-                    old.rss_pages = st.rss_pages;
-                    if old.name.as_bytes() != st.name {
-                        old.name = String::from_utf8_lossy(st.name).into_owned();
-                    }
-                    old
+            }
+            out.vanished += gone_before;
+            // What the listing did not show has exited: close its file.
+            for (_, p) in self.prev.drain() {
+                if p.file.is_some() {
+                    self.open_files -= 1;
                 }
-                _ => {
-                    let name = String::from_utf8_lossy(st.name).into_owned();
-                    if self.walked {
-                        out.new_names.push(name.clone());
-                    }
-                    Proc {
-                        start: st.start,
-                        cpu_ticks: st.cpu_ticks,
-                        // A new process's CPU time was all spent within the interval.
-                        cpu_delta: if self.walked { st.cpu_ticks } else { 0 },
-                        cpu_delta_prev: 0,
-                        rss_pages: st.rss_pages,
-                        name,
-                    }
-                }
-            };
-            self.cur.insert(pid, p);
+            }
+            self.listed_at = forks;
         }
         std::mem::swap(&mut self.prev, &mut self.cur);
         out.count = self.prev.len();
@@ -219,6 +265,120 @@ impl ProcessTable {
         out.top_memory = self.top_by(top, |p| p.rss_pages);
         self.walked = true;
         Ok(out)
+    }
+
+    /// Reads one process (through its open `stat` file when `old` has one) and files it into
+    /// `cur`. False when it has exited.
+    fn sample_one(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        old: Option<Proc>,
+        out: &mut ProcessSample,
+    ) -> bool {
+        let mut old = old;
+        let mut read = match old.as_ref().and_then(|p| p.file.as_ref()) {
+            Some(f) => read_file(f, &mut self.buf),
+            None => Read::Gone,
+        };
+        let mut file = None;
+        // The process the open file belongs to has exited: whatever the PID holds now is new.
+        let held_gone =
+            matches!(read, Read::Gone) && old.as_ref().is_some_and(|p| p.file.is_some());
+        if matches!(read, Read::Gone) {
+            // No open file, or the one held belongs to a process that has exited (its PID may
+            // have been reused): open by path.
+            if let Some(p) = old.as_mut() {
+                if p.file.take().is_some() {
+                    self.open_files -= 1;
+                }
+            }
+            stat_path(&mut self.path, &mut self.num, proc_root, pid);
+            match File::open(&self.path) {
+                Ok(f) => {
+                    read = read_file(&f, &mut self.buf);
+                    file = Some(f);
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(ESRCH) =>
+                {
+                    read = Read::Gone;
+                }
+                Err(e) => read = Read::Failed(e),
+            }
+        }
+        let st = match read {
+            Read::Ok => parse_stat(&self.buf),
+            Read::Gone => {
+                drop_file(&mut self.open_files, old);
+                return false;
+            }
+            Read::Malformed => {
+                drop_file(&mut self.open_files, old);
+                out.malformed += 1;
+                return true;
+            }
+            Read::Failed(e) => {
+                drop_file(&mut self.open_files, old);
+                self.unreadable.push(pid);
+                match &mut out.unreadable {
+                    Some((n, _, _)) => *n += 1,
+                    None => {
+                        stat_path(&mut self.path, &mut self.num, proc_root, pid);
+                        out.unreadable = Some((1, self.path.clone(), e));
+                    }
+                }
+                return true;
+            }
+        };
+        let Some(StatFields {
+            name,
+            cpu_ticks,
+            start,
+            rss_pages,
+        }) = st
+        else {
+            drop_file(&mut self.open_files, old);
+            out.malformed += 1;
+            return true;
+        };
+        let mut p = match old {
+            Some(mut old) if old.start == start && !held_gone => {
+                old.cpu_delta_prev = old.cpu_delta;
+                old.cpu_delta = cpu_ticks.saturating_sub(old.cpu_ticks);
+                old.cpu_ticks = cpu_ticks;
+                old.rss_pages = rss_pages;
+                if old.name.as_bytes() != name {
+                    old.name = String::from_utf8_lossy(name).into_owned();
+                }
+                old
+            }
+            other => {
+                drop_file(&mut self.open_files, other);
+                let name = String::from_utf8_lossy(name).into_owned();
+                if self.walked {
+                    out.new_names.push(name.clone());
+                }
+                Proc {
+                    start,
+                    cpu_ticks,
+                    // A new process's CPU time was all spent within the interval.
+                    cpu_delta: if self.walked { cpu_ticks } else { 0 },
+                    cpu_delta_prev: 0,
+                    rss_pages,
+                    name,
+                    file: None,
+                }
+            }
+        };
+        if let Some(f) = file {
+            if p.file.is_none() && self.keep_open && self.open_files < MAX_OPEN_STAT {
+                p.file = Some(f);
+                self.open_files += 1;
+            }
+        }
+        self.cur.insert(pid, p);
+        true
     }
 
     /// Names of the `n` processes with the largest non-zero `key`, largest first, deduplicated.
@@ -246,6 +406,56 @@ impl ProcessTable {
         }
         names
     }
+}
+
+/// `<proc_root>/<pid>/stat` into `path`, reusing its and `num`'s allocations.
+fn stat_path(path: &mut PathBuf, num: &mut String, proc_root: &Path, pid: u32) {
+    use std::fmt::Write as _;
+    num.clear();
+    let _ = write!(num, "{pid}");
+    path.as_mut_os_string().clear();
+    path.push(proc_root);
+    path.push(&*num);
+    path.push("stat");
+}
+
+/// Closes the file a dropped record held.
+fn drop_file(open_files: &mut usize, p: Option<Proc>) {
+    if p.is_some_and(|p| p.file.is_some()) {
+        *open_files -= 1;
+    }
+}
+
+/// Reads a whole `stat` file with `pread` at offset 0 into `buf` (grown as needed; the content
+/// stays in `buf[..len]`, the rest zeroed so a second parse sees only this read).
+fn read_file(f: &File, buf: &mut Vec<u8>) -> Read {
+    if buf.len() < 1024 {
+        buf.resize(1024, 0);
+    }
+    let mut len = 0;
+    loop {
+        match f.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+                if buf.len() >= 1 << 16 {
+                    return Read::Malformed;
+                }
+                let grown = buf.len() * 2;
+                buf.resize(grown, 0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(ESRCH) || e.kind() == io::ErrorKind::NotFound => {
+                return Read::Gone;
+            }
+            Err(e) => return Read::Failed(e),
+        }
+    }
+    buf.truncate(len);
+    Read::Ok
 }
 
 fn pid_of(name: &OsStr) -> Option<u32> {
@@ -357,6 +567,116 @@ mod tests {
         assert!(parse_stat(b"1234 x) S (").is_none());
         assert!(parse_stat(b"").is_none());
         assert!(parse_stat(b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 x 4 0 0 20 0 1 0 77 0 5").is_none());
+    }
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep runs")
+    }
+
+    fn has(t: &ProcessTable, pid: u32) -> bool {
+        t.prev.contains_key(&pid)
+    }
+
+    #[test]
+    fn quiet_ticks_read_open_files_and_drop_what_exited() {
+        let root = Path::new("/proc");
+        let mut t = ProcessTable::for_root(Path::new("/proc"));
+        let mut a = sleeper();
+        t.walk(root, 5, Some(1)).unwrap();
+        assert!(has(&t, a.id()));
+        assert!(t.open_files() > 0);
+        // No fork since: the known processes are read through their open files, no listing.
+        t.walk(root, 5, Some(1)).unwrap();
+        assert_eq!(t.listings(), (1, 1));
+        assert!(has(&t, a.id()));
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let open = t.open_files();
+        let s = t.walk(root, 5, Some(1)).unwrap();
+        assert!(
+            !has(&t, a.id()),
+            "an exited process is dropped without a listing"
+        );
+        assert_eq!(t.open_files(), open - 1);
+        assert_eq!(
+            s.vanished, 0,
+            "exited between ticks is not vanished mid-read"
+        );
+        // A fork: the next tick lists /proc and finds the newcomer.
+        let mut b = sleeper();
+        let s = t.walk(root, 5, Some(2)).unwrap();
+        assert!(has(&t, b.id()));
+        assert_eq!(s.new_names, vec!["sleep".to_owned()]);
+        assert_eq!(t.listings(), (2, 2));
+        b.kill().unwrap();
+        b.wait().unwrap();
+        // Unknown fork counter: always a listing.
+        t.walk(root, 5, None).unwrap();
+        t.walk(root, 5, None).unwrap();
+        assert_eq!(t.listings(), (4, 2));
+        assert!(!has(&t, b.id()));
+    }
+
+    #[test]
+    fn the_open_file_budget_is_kept() {
+        let mut t = ProcessTable::for_root(Path::new("/proc"));
+        t.walk(Path::new("/proc"), 5, Some(1)).unwrap();
+        let listed = t.prev.len();
+        assert_eq!(t.open_files(), listed.min(MAX_OPEN_STAT));
+        assert_eq!(
+            t.open_files(),
+            t.prev.values().filter(|p| p.file.is_some()).count()
+        );
+    }
+
+    /// A PID taken over by a new process (steered with `ns_last_pid`, root only) is a new
+    /// process: new name, own CPU time, never the old record.
+    #[test]
+    fn a_reused_pid_is_a_new_process() {
+        const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .open(LAST_PID)
+            .is_err()
+        {
+            eprintln!("SKIPPED: {LAST_PID} is not writable (needs root in this PID namespace)");
+            return;
+        }
+        let root = Path::new("/proc");
+        for _attempt in 0..20 {
+            let mut t = ProcessTable::for_root(Path::new("/proc"));
+            let mut old = sleeper();
+            let pid = old.id();
+            t.walk(root, 5, Some(1)).unwrap();
+            assert_eq!(t.name_of(pid), Some("sleep"));
+            t.prev.get_mut(&pid).unwrap().cpu_ticks = 1_000_000;
+            old.kill().unwrap();
+            old.wait().unwrap();
+            std::fs::write(LAST_PID, (pid - 1).to_string()).unwrap();
+            let mut new = std::process::Command::new("cat")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let reused = new.id() == pid;
+            if reused {
+                let s = t.walk(root, 5, Some(2)).unwrap();
+                assert_eq!(t.name_of(pid), Some("cat"));
+                assert!(s.new_names.contains(&"cat".to_owned()));
+                // Its CPU time is its own, not a delta against the old record.
+                assert!(t.prev[&pid].cpu_ticks < 1_000_000);
+                assert_eq!(t.prev[&pid].cpu_delta, t.prev[&pid].cpu_ticks);
+            }
+            new.kill().unwrap();
+            new.wait().unwrap();
+            if reused {
+                return;
+            }
+            // Another process forked in between and took the PID: try again.
+        }
+        panic!("no PID could be reused in 20 attempts");
     }
 
     #[test]

@@ -17,13 +17,24 @@ use crate::metrics;
 use super::text::{dec_i64, fields, lines};
 
 /// The counters reported, in [`COUNTER_METRICS`] order.
-pub const COUNTERS: usize = 14;
+pub const COUNTERS: usize = 15;
 /// Counters reported as metrics (the first ones); the others only feed derived metrics.
 pub const REPORTED: usize = 12;
 /// Index of IP datagrams handed to the IP layer (`Ip: OutRequests` + `Ip6OutRequests`).
 pub const IP_OUT_REQUESTS: usize = 12;
 /// Index of ICMP messages sent (`Icmp: OutMsgs` + `Icmp6OutMsgs`).
 pub const ICMP_OUT_MSGS: usize = 13;
+/// Index of `Tcp: ActiveOpens`.
+pub const TCP_ACTIVE_OPENS: usize = 0;
+/// Index of `Tcp: PassiveOpens`.
+pub const TCP_PASSIVE_OPENS: usize = 1;
+/// Index of `Tcp: AttemptFails`.
+pub const TCP_ATTEMPT_FAILS: usize = 2;
+/// Index of `Tcp: EstabResets`.
+pub const TCP_ESTAB_RESETS: usize = 3;
+/// Index of `Tcp: CurrEstab`, a gauge (connections now in `ESTABLISHED`), read for
+/// [`super::gate`] only.
+pub const TCP_CURR_ESTAB: usize = 14;
 /// Index of TCP segments sent.
 pub const TCP_OUT_SEGS: usize = 11;
 /// Index of UDP datagrams sent.
@@ -61,6 +72,7 @@ const SNMP_COLUMNS: [(&[u8], &[u8]); COUNTERS] = [
     (b"Tcp:", b"OutSegs"),
     (b"Ip:", b"OutRequests"),
     (b"Icmp:", b"OutMsgs"),
+    (b"Tcp:", b"CurrEstab"),
 ];
 
 /// `/proc/net/snmp6` names added to the UDP counters (index into [`COUNTERS`]).
@@ -226,7 +238,8 @@ mod tests {
                 Some(5685),
                 Some(3240),
                 None,
-                None
+                None,
+                Some(0)
             ]
         );
     }

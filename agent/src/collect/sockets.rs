@@ -166,15 +166,31 @@ impl SocketReader {
         }
     }
 
+    /// Replaces `out` with the listening TCP sockets only: a walk of the kernel's small
+    /// listening hash, not of the established one. Netlink only; an error leaves the caller to
+    /// read the whole table with [`SocketReader::read`], which also handles the fallback.
+    pub fn read_tcp_listeners(&mut self, out: &mut Vec<RawSocket>) -> Result<(), NetlinkError> {
+        out.clear();
+        let r = match self.diag.as_mut() {
+            Some(diag) => diag.dump_all(Proto::Tcp, 1 << state::LISTEN, out),
+            None => Err(NetlinkError::NotOpen),
+        };
+        if r.is_err() {
+            out.clear();
+            self.diag = None;
+        }
+        r
+    }
+
     fn read_netlink(
         &mut self,
         proto: Proto,
         out: &mut Vec<RawSocket>,
     ) -> Result<(), (NetlinkError, bool)> {
-        if self.diag.is_none() {
-            self.diag = Some(SockDiag::open().map_err(|e| (e, true))?);
-        }
-        let diag = self.diag.as_mut().expect("opened just above");
+        let diag = match &mut self.diag {
+            Some(d) => d,
+            None => self.diag.insert(SockDiag::open().map_err(|e| (e, true))?),
+        };
         let states = match proto {
             Proto::Tcp => TCP_STATES,
             Proto::Udp => UDP_STATES,

@@ -49,6 +49,19 @@ pub fn parse_stat_cpu(data: &[u8]) -> Result<CpuTimes, SystemFormatError> {
     })
 }
 
+/// The fork counter, `processes N` in `/proc/stat`: forks and clones since boot, machine-wide.
+pub fn parse_stat_forks(data: &[u8]) -> Result<u64, SystemFormatError> {
+    let line = lines(data)
+        .find(|l| l.starts_with(b"processes "))
+        .ok_or(SystemFormatError::Missing("\"processes\" line"))?;
+    fields(line)
+        .nth(1)
+        .and_then(dec_u64)
+        .ok_or(SystemFormatError::NotANumber(
+            "the fork counter (processes)",
+        ))
+}
+
 /// CPU usage in percent between two readings; `None` when no time passed or counters went down.
 pub fn cpu_percent(prev: CpuTimes, cur: CpuTimes) -> Option<f64> {
     let total = cur.total.checked_sub(prev.total)?;
@@ -140,6 +153,14 @@ mod tests {
             Err(SystemFormatError::NotANumber("a cpu time field"))
         );
         assert!(parse_stat_cpu(b"cpu  1 2\n").is_err());
+    }
+
+    #[test]
+    fn the_fork_counter_is_read_by_name() {
+        let stat = b"cpu  1 2 3 4\nintr 5 6\nctxt 99\nbtime 1\nprocesses 4479\nprocs_running 1\n";
+        assert_eq!(parse_stat_forks(stat), Ok(4479));
+        assert!(parse_stat_forks(b"cpu  1 2 3 4\n").is_err());
+        assert!(parse_stat_forks(b"processes x\n").is_err());
     }
 
     #[test]

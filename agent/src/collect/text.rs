@@ -7,7 +7,8 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
 
 /// Largest file the collectors read (a `/proc/net/tcp` of ~100k sockets). Beyond it the read
 /// fails instead of growing memory without bound.
@@ -18,10 +19,6 @@ pub(crate) const MAX_FILE_BYTES: usize = 64 << 20;
 /// Unlike `std::fs::read`, this neither allocates per call nor issues `statx`/`lseek` for a
 /// size hint that procfs files do not have: one `open`, the `read`s, one `close`.
 pub(crate) fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
-    read_impl(path, buf, false)
-}
-
-fn read_impl<'b>(path: &Path, buf: &'b mut Vec<u8>, single: bool) -> io::Result<&'b [u8]> {
     let mut f = File::open(path)?;
     let mut len = 0;
     loop {
@@ -37,12 +34,7 @@ fn read_impl<'b>(path: &Path, buf: &'b mut Vec<u8>, single: bool) -> io::Result<
         }
         match f.read(&mut buf[len..]) {
             Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if single && len < buf.len() {
-                    break;
-                }
-            }
+            Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
@@ -50,12 +42,85 @@ fn read_impl<'b>(path: &Path, buf: &'b mut Vec<u8>, single: bool) -> io::Result<
     Ok(&buf[..len])
 }
 
-/// Like [`read_into`], for files the kernel renders in one piece (`single_open` seq files such
-/// as `/proc/<pid>/stat`, `/proc/meminfo`, `/proc/loadavg`): a read that does not fill the
-/// buffer has returned everything, so the end-of-file `read` is skipped. That is one syscall
-/// less per process per tick. Multi-record files (`/proc/net/*` tables) must use [`read_into`].
-pub(crate) fn read_whole_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
-    read_impl(path, buf, true)
+/// A `/proc` file opened once and re-read each tick with `pread` from offset 0: the kernel
+/// renders it afresh for every read at offset 0, and the tick saves the `open` (with its path
+/// lookup) and the `close`. A read error closes it; the next read opens it again.
+#[derive(Debug)]
+pub(crate) struct ProcFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// Keep the file open between reads: only under the real `/proc`, whose files are never
+    /// replaced (a fixture tree may rename a new file over an old one).
+    keep_open: bool,
+    /// Rendered in one piece (`single_open`): a short read is the whole file.
+    single: bool,
+}
+
+impl ProcFile {
+    /// A multi-record file (`/proc/net/dev`, `/proc/net/snmp`): read until end of file.
+    pub(crate) fn new(path: PathBuf) -> ProcFile {
+        let keep_open = path.starts_with(super::PROC_ROOT);
+        ProcFile {
+            path,
+            file: None,
+            keep_open,
+            single: false,
+        }
+    }
+
+    /// A file rendered in one piece (`/proc/stat`, `/proc/meminfo`, `/proc/loadavg`,
+    /// `/proc/uptime`, `/proc/net/sockstat`): one `pread` when it fits the buffer.
+    pub(crate) fn single(path: PathBuf) -> ProcFile {
+        ProcFile {
+            single: true,
+            ..ProcFile::new(path)
+        }
+    }
+
+    /// Its path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole file, in `buf` (grown as needed, never shrunk).
+    pub(crate) fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
+        let file = match &self.file {
+            Some(f) => f,
+            None => self.file.insert(File::open(&self.path)?),
+        };
+        let r = pread_all(file, buf, self.single);
+        if r.is_err() || !self.keep_open {
+            self.file = None;
+        }
+        r.map(|n| &buf[..n])
+    }
+}
+
+fn pread_all(f: &File, buf: &mut Vec<u8>, single: bool) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if buf.len() >= MAX_FILE_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("file larger than {MAX_FILE_BYTES} bytes"),
+                ));
+            }
+            let grown = (buf.len() * 2).clamp(4096, MAX_FILE_BYTES);
+            buf.resize(grown, 0);
+        }
+        match f.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => {
+                len += n;
+                if single && len < buf.len() {
+                    return Ok(len);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Fields of a line separated by runs of ASCII whitespace (spaces, tabs), empty fields skipped.
@@ -196,9 +261,17 @@ mod tests {
         std::fs::write(&p, b"short").unwrap();
         assert_eq!(read_into(&p, &mut buf).unwrap(), b"short");
         assert_eq!(buf.capacity(), cap);
-        assert_eq!(read_whole_into(&p, &mut buf).unwrap(), b"short");
+        let mut f = ProcFile::single(p.clone());
+        assert_eq!(f.read(&mut buf).unwrap(), b"short");
         std::fs::write(&p, &content).unwrap();
         let mut small = Vec::new();
-        assert_eq!(read_whole_into(&p, &mut small).unwrap(), &content[..]);
+        assert_eq!(f.read(&mut small).unwrap(), &content[..]);
+        let mut multi = ProcFile::new(p.clone());
+        assert_eq!(multi.read(&mut small).unwrap(), &content[..]);
+        // Outside /proc the file is opened afresh: a file renamed over it is seen.
+        let q = dir.path().join("g");
+        std::fs::write(&q, b"new").unwrap();
+        std::fs::rename(&q, &p).unwrap();
+        assert_eq!(multi.read(&mut small).unwrap(), b"new");
     }
 }

@@ -139,6 +139,9 @@ pub struct CollectConfig {
     pub top_processes: usize,
     /// Use netlink sock_diag for sockets (falls back to /proc/net when unavailable).
     pub netlink: bool,
+    /// Reuse the last TCP connection walk, and skip listing `/proc`, while the kernel's counters
+    /// show that no connection and no process came or went (see `collect::gate`).
+    pub skip_unchanged: bool,
 }
 
 /// `[report]`
@@ -441,6 +444,7 @@ impl Config {
             include_loopback: c.include_loopback.unwrap_or(false),
             top_processes: v.int("collect", "top_processes", c.top_processes, 5, 0, 50) as usize,
             netlink: c.netlink.unwrap_or(true),
+            skip_unchanged: c.skip_unchanged.unwrap_or(true),
         };
 
         let r = &raw.report;
@@ -691,6 +695,7 @@ impl Config {
             include_loopback: Some(self.collect.include_loopback),
             top_processes: Some(self.collect.top_processes as i64),
             netlink: Some(self.collect.netlink),
+            skip_unchanged: Some(self.collect.skip_unchanged),
         };
         raw.report = raw::RawReport {
             interval: Some(d(self.report.interval)),

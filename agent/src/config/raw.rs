@@ -51,6 +51,7 @@ pub struct RawCollect {
     pub include_loopback: Option<bool>,
     pub top_processes: Option<i64>,
     pub netlink: Option<bool>,
+    pub skip_unchanged: Option<bool>,
 }
 
 /// `[report]`
