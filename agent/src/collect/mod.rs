@@ -12,6 +12,21 @@
 //! | `tcp_*`, `udp_*` | `/proc/net/snmp`, `/proc/net/snmp6` | [`snmp`] |
 //! | `process_count`, `new_process_names`, `top_*_processes`, `listening_process_names` | `/proc/<pid>/stat`, `/proc/<pid>/fd` | [`process`] |
 //! | `cpu_usage`, `memory_used_pct`, `load_avg_1m`, `uptime_s` | `/proc/{stat,meminfo,loadavg,uptime}` | [`system`] |
+//! | whether the TCP table changed | `/proc/net/snmp`, `/proc/net/sockstat{,6}` | [`gate`] |
+//!
+//! **Quiet ticks** (`[collect] skip_unchanged`, on by default). The two costly parts of a tick
+//! are the kernel's walk of its whole TCP established hash (sized by the machine's memory, not by
+//! the number of sockets) and the `/proc` walk. A tick dumps the TCP listeners and UDP sockets
+//! every time, but reuses the connected TCP sockets of the last full walk while the kernel's TCP
+//! counters show that no connection came, went or changed state to or from `ESTABLISHED`; it
+//! walks everything at least once per report interval and on any doubt. What such a tick can and
+//! cannot see is written in [`gate`]. Likewise, `/proc` is listed only when the fork counter
+//! moved; known processes are re-read through their open `stat` files ([`process`]). Both
+//! shortcuts give the same snapshot as a full walk: `tests/tests/collect_gating.rs` checks that
+//! over random sequences of connections, listeners and processes, verdicts included.
+//!
+//! Every `/proc` file read each tick is opened once and re-read with `pread`
+//! (`ProcFile`); the tick runs on the runtime's own thread.
 //!
 //! When netlink sock_diag cannot be opened at all (a kernel or emulator without it, a seccomp or
 //! address-family filter), `/proc/net` takes over for the run; that is logged once at INFO and is
@@ -153,7 +168,7 @@ pub const CPU_LEVELS: [u32; 7] = [5, 10, 20, 35, 50, 70, 90];
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every Linux ABI).
 const USER_HZ: u64 = 100;
 
-/// Files under the proc root, opened once (see [`text::ProcFile`]).
+/// Files under the proc root, opened once (see `ProcFile`).
 #[derive(Debug)]
 struct Paths {
     root: PathBuf,
@@ -260,7 +275,7 @@ impl Collector {
             tcp: Vec::new(),
             udp: Vec::new(),
             tcp_connected: Vec::new(),
-            gate: TcpGate::new(cfg.skip_unchanged, DEFAULT_FULL_WALK_MAX_AGE),
+            gate: TcpGate::new(cfg.skip_unchanged && netlink, DEFAULT_FULL_WALK_MAX_AGE),
             list_every_tick: !cfg.skip_unchanged,
             tcp_counters: None,
             addr_reader: AddrReader::new(netlink),
@@ -430,6 +445,13 @@ impl Collector {
             }
         }
         self.tcp_counters = tcp_gate_counters(&counters);
+        if self.tcp_counters.is_none() && self.gate.enabled() {
+            let e = format!(
+                "{}: no Tcp ActiveOpens, PassiveOpens, AttemptFails, EstabResets or CurrEstab column; the TCP table is walked every tick",
+                self.paths.snmp.path().display()
+            );
+            self.faults.fail(Source::Snmp, 1, &e);
+        }
         let deltas = self.snmp.update(counters);
         for (name, d) in snmp::COUNTER_METRICS.iter().zip(deltas) {
             if let Some(d) = d {

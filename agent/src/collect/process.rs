@@ -600,7 +600,12 @@ mod tests {
             !has(&t, a.id()),
             "an exited process is dropped without a listing"
         );
-        assert_eq!(t.open_files(), open - 1);
+        // Its file is closed (other processes of the machine may have exited too).
+        assert!(t.open_files() < open);
+        assert_eq!(
+            t.open_files(),
+            t.prev.values().filter(|p| p.file.is_some()).count()
+        );
         assert_eq!(
             s.vanished, 0,
             "exited between ticks is not vanished mid-read"
@@ -609,7 +614,7 @@ mod tests {
         let mut b = sleeper();
         let s = t.walk(root, 5, Some(2)).unwrap();
         assert!(has(&t, b.id()));
-        assert_eq!(s.new_names, vec!["sleep".to_owned()]);
+        assert!(s.new_names.contains(&"sleep".to_owned()));
         assert_eq!(t.listings(), (2, 2));
         b.kill().unwrap();
         b.wait().unwrap();
