@@ -580,7 +580,6 @@ async fn store_violations(cfg: &Config, sink: &mut Sink, lines: Vec<Vec<u8>>) ->
     }
 }
 
-/// The detection engine `cfg` asks for (`None` when detection is off), resuming `state`.
 /// The collector, with a full TCP walk at least once per report interval.
 fn new_collector(cfg: &Config) -> Collector {
     let mut c = Collector::new(&cfg.collect);
@@ -588,6 +587,7 @@ fn new_collector(cfg: &Config) -> Collector {
     c
 }
 
+/// The detection engine `cfg` asks for (`None` when detection is off), resuming `state`.
 fn new_engine(cfg: &Config, state: Option<EngineState>) -> Result<Option<Engine>, AgentError> {
     if !cfg.detect.enabled {
         return Ok(None);
