@@ -63,14 +63,36 @@ pub fn netlink(data: &[u8]) {
     });
 }
 
-/// Decodes `data` as a Device Defender response in JSON and in CBOR; must never panic.
+/// Decodes `data` as a Device Defender answer in JSON and in CBOR, on an accepted and a rejected
+/// topic, through the parser the transports use; must never panic. An error names its topic,
+/// and kept texts respect their cap.
 pub fn defender_response(data: &[u8]) {
-    for format in [
-        crate::config::ReportFormat::Json,
-        crate::config::ReportFormat::Cbor,
+    use crate::transport::response::{
+        parse_response, report_id_of, Encoding, Response, MAX_TEXT_CHARS,
+    };
+    for (enc, topic) in [
+        (Encoding::Json, "$aws/things/fuzz/defender/metrics/json"),
+        (Encoding::Cbor, "$aws/things/fuzz/defender/metrics/cbor"),
     ] {
-        // Only the absence of a panic matters here.
-        let _ = crate::report::parse_response(data, format);
+        for rejected in [false, true] {
+            let topic = format!("{topic}/{}", if rejected { "rejected" } else { "accepted" });
+            match parse_response(&topic, data, enc, rejected) {
+                Ok(Response::Accepted { report_id }) => {
+                    assert!(!rejected && report_id != Some(0));
+                }
+                Ok(Response::Rejected {
+                    report_id,
+                    code,
+                    message,
+                }) => {
+                    assert!(rejected && report_id != Some(0));
+                    assert!(code.chars().count() <= MAX_TEXT_CHARS);
+                    assert!(message.chars().count() <= MAX_TEXT_CHARS);
+                }
+                Err(e) => assert!(e.to_string().contains(&topic)),
+            }
+        }
+        let _ = report_id_of(data, enc);
     }
 }
 
