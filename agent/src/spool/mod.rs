@@ -232,6 +232,9 @@ pub struct Spool {
     corrupt_skipped: u64,
     appended: u64,
     acked: u64,
+    /// Appends still to fail with `ENOSPC` (fault injection in tests).
+    #[cfg(test)]
+    fail_appends: u32,
 }
 
 impl Spool {
@@ -255,6 +258,8 @@ impl Spool {
             corrupt_skipped: 0,
             appended: 0,
             acked: 0,
+            #[cfg(test)]
+            fail_appends: 0,
         };
         spool.recover()?;
         // A smaller configuration than the one the files were written with applies at once.
@@ -456,6 +461,12 @@ impl Spool {
         self.max_bytes / 4
     }
 
+    /// Makes the next `n` appends fail as on a full disk (`ENOSPC`), before anything is written.
+    #[cfg(test)]
+    pub(crate) fn fail_next_appends(&mut self, n: u32) {
+        self.fail_appends = n;
+    }
+
     /// Appends a record; it is on stable storage when this returns. Drops the oldest pending
     /// records first when the spool would otherwise exceed its bounds.
     pub fn append(&mut self, topic: &str, payload: &[u8]) -> Result<SpoolId, SpoolError> {
@@ -468,6 +479,15 @@ impl Spool {
                 size: len,
                 max: self.max_record_len(),
             });
+        }
+        #[cfg(test)]
+        if self.fail_appends > 0 {
+            self.fail_appends -= 1;
+            return Err(SpoolError::io(
+                "write",
+                &self.dir,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         let dropped = self.make_room(len)?;
         if dropped > 0 {
