@@ -262,8 +262,12 @@ fn parse(payload: &[u8], enc: Encoding, rejected: bool) -> Result<Response, Resp
                 ));
             }
             if says_rejected != rejected {
-                let topic = if rejected { "rejected" } else { "accepted" };
-                return Err(bad(k, format!("is {status:?} on an {topic} topic")));
+                let topic = if rejected {
+                    "a rejected"
+                } else {
+                    "an accepted"
+                };
+                return Err(bad(k, format!("is {status:?} on {topic} topic")));
             }
         }
         Some((k, v)) => return Err(bad(k, format!("is not a string: {}", shown(v)))),
@@ -531,6 +535,11 @@ mod tests {
         assert_eq!(
             p.to_string(),
             "field status is \"REJECTED\" on an accepted topic"
+        );
+        let p = json(r#"{"Status": "ACCEPTED"}"#, true);
+        assert_eq!(
+            p.to_string(),
+            "field Status is \"ACCEPTED\" on a rejected topic"
         );
         assert_eq!(
             field(json(r#"{"statusDetails": "x"}"#, true)),
