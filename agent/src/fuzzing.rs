@@ -63,26 +63,66 @@ pub fn netlink(data: &[u8]) {
     });
 }
 
-/// Decodes `data` as a Device Defender response in JSON and in CBOR; must never panic.
+/// Decodes `data` as a Device Defender answer in JSON and in CBOR, on an accepted and a rejected
+/// topic, through the parser the transports use; must never panic. An error names its topic,
+/// and kept texts respect their cap.
 pub fn defender_response(data: &[u8]) {
-    for format in [
-        crate::config::ReportFormat::Json,
-        crate::config::ReportFormat::Cbor,
+    use crate::transport::response::{
+        parse_response, report_id_of, Encoding, Response, MAX_TEXT_CHARS,
+    };
+    for (enc, topic) in [
+        (Encoding::Json, "$aws/things/fuzz/defender/metrics/json"),
+        (Encoding::Cbor, "$aws/things/fuzz/defender/metrics/cbor"),
     ] {
-        // Only the absence of a panic matters here.
-        let _ = crate::report::parse_response(data, format);
+        for rejected in [false, true] {
+            let topic = format!("{topic}/{}", if rejected { "rejected" } else { "accepted" });
+            match parse_response(&topic, data, enc, rejected) {
+                Ok(Response::Accepted { report_id }) => {
+                    assert!(!rejected && report_id != Some(0));
+                }
+                Ok(Response::Rejected {
+                    report_id,
+                    code,
+                    message,
+                }) => {
+                    assert!(rejected && report_id != Some(0));
+                    assert!(code.chars().count() <= MAX_TEXT_CHARS);
+                    assert!(message.chars().count() <= MAX_TEXT_CHARS);
+                }
+                Err(e) => assert!(e.to_string().contains(&topic)),
+            }
+        }
+        let _ = report_id_of(data, enc);
     }
 }
 
-/// One arbitrary log line through framing, classification and the full per-line analysis.
+/// One arbitrary log line through framing, classification and the full per-line analysis,
+/// then every line of the input, with and without a line budget for repeated messages. The
+/// counts must cover every occurrence: one per line plus the further occurrences of
+/// `message repeated N times` lines, never more than the cap allows.
 pub fn log_line(data: &[u8]) {
     let f = crate::logs::frame(data);
     let _ = crate::logs::classify(&f.msg);
+    if let Some((n, inner)) = crate::logs::format::repeated(&f) {
+        assert!((1..=crate::logs::format::MAX_REPEAT).contains(&n));
+        assert!(inner.len() < data.len());
+    }
     let mut a = crate::logs::Analyzer::new(crate::logs::Rules::default());
     let mut s = crate::logs::Stream::new();
-    for line in data.split(|&b| b == b'\n') {
-        let _ = a.line(&mut s, line, 1_800_000_000_000);
+    let mut lines = 0u64;
+    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+        let o = if i % 2 == 0 {
+            a.line(&mut s, line, 1_800_000_000_000)
+        } else {
+            a.line_within(&mut s, line, 1_800_000_000_000, |n| n / 2)
+        };
+        assert!((1..=crate::logs::format::MAX_REPEAT).contains(&o.occurrences));
+        lines += 1;
     }
+    let acc = a.take();
+    assert_eq!(acc.lines, lines);
+    assert_eq!(acc.counts.total(), acc.lines + acc.repeated);
+    assert!(acc.repeated <= lines * u64::from(crate::logs::format::MAX_REPEAT - 1));
 }
 
 /// Arbitrary bytes as a configuration file: parsed and validated, never a panic.

@@ -10,6 +10,8 @@
 //! 4. Reports and violations go through the durable `spool` to the `transport` (MQTT with mutual
 //!    TLS), or, with no transport configured, to the local outbox.
 #![forbid(unsafe_code)]
+// `unwrap` only in tests: elsewhere a failure is handled, or `expect` says why it cannot happen.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod audit;
 pub mod cli;

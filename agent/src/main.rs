@@ -1,6 +1,8 @@
 //! The `edgewarden` binary: parse the command line, set up logging, dispatch, map errors to exit
 //! codes (2 = bad configuration or input, so systemd does not restart; 1 = runtime failure).
 #![forbid(unsafe_code)]
+// `unwrap` only in tests: elsewhere a failure is handled, or `expect` says why it cannot happen.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::LogsScanArgs;
 use crate::collect::Collector;
@@ -249,6 +249,8 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
     let mut engine = new_engine(&cfg, load_engine_state(&cfg.state_dir))?;
 
     let mut aggregator = Aggregator::new(&cfg.report);
+    // A report the sink refused (disk full): offered again at every tick.
+    let mut held_report: Option<report::MetricsReport> = None;
     let mut collector = new_collector(&cfg);
     let mut ticker = tokio::time::interval(cfg.collect.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -373,6 +375,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
             |kind, source, line| audit.violation(kind, source, line),
         ));
         let dropped = store_violations(&cfg, &mut sink, lines).await;
+        retry_held_report(&cfg, &mut sink, &mut held_report).await;
         snap.custom.insert(
             metrics::VIOLATIONS_DROPPED.to_owned(),
             MetricValue::Number(dropped as f64),
@@ -385,6 +388,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
             emit_report(
                 &cfg,
                 &mut sink,
+                &mut held_report,
                 &mut aggregator,
                 &mut ids,
                 engine.as_mut(),
@@ -416,16 +420,24 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
             MetricValue::Number(dropped as f64),
         );
     }
+    retry_held_report(&cfg, &mut sink, &mut held_report).await;
     if !aggregator.is_empty() {
         emit_report(
             &cfg,
             &mut sink,
+            &mut held_report,
             &mut aggregator,
             &mut ids,
             engine.as_mut(),
             &mut interval_log_alerts,
         )
         .await;
+    }
+    if let Some(rep) = held_report.take() {
+        error!(
+            report_id = rep.report_id(),
+            "Cannot store the report before stopping; it is lost."
+        );
     }
     if let Some(e) = &engine {
         save_engine_state(&cfg.state_dir, &e.state());
@@ -447,6 +459,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
 async fn emit_report(
     cfg: &Config,
     sink: &mut Sink,
+    held: &mut Option<report::MetricsReport>,
     aggregator: &mut Aggregator,
     ids: &mut ReportIds,
     engine: Option<&mut Engine>,
@@ -498,9 +511,65 @@ async fn emit_report(
         }
     };
     let rep = aggregator.take(id);
+    store_report(cfg, sink, held, rep).await;
+}
+
+/// True when a report refused with `e` can never be stored, however often it is offered.
+fn refused_for_good(e: &AgentError) -> bool {
+    matches!(
+        e,
+        AgentError::Spool(SpoolError::RecordTooLarge { .. } | SpoolError::TopicTooLong(_))
+    )
+}
+
+/// Stores a new report. One the sink refuses for now (disk full, I/O error) is held in memory
+/// and offered again at every tick ([`retry_held_report`]) rather than lost.
+///
+/// At most one report is held, and the newest wins: a held report is offered once more before
+/// the new one, and if it is still refused it is dropped (and logged as lost) and the new one
+/// takes its place. Device Defender judges the device by its latest report, reports reach the
+/// spool in id order, and one held report bounds the memory a long disk outage can take.
+async fn store_report(
+    cfg: &Config,
+    sink: &mut Sink,
+    held: &mut Option<report::MetricsReport>,
+    rep: report::MetricsReport,
+) {
+    let id = rep.report_id();
+    retry_held_report(cfg, sink, held).await;
+    if let Some(old) = held.take() {
+        error!(
+            report_id = old.report_id(),
+            newer = id,
+            "A held report still cannot be stored and a newer one is due; the held one is lost."
+        );
+    }
     match sink.report(cfg, &rep).await {
         Ok(()) => info!(report_id = id, summary = %rep.summary(), "Report stored."),
-        Err(e) => error!(report_id = id, error = %e, "Cannot store the report; it is lost."),
+        Err(e) if refused_for_good(&e) => {
+            error!(report_id = id, error = %e, "Cannot store the report; it is lost.")
+        }
+        Err(e) => {
+            warn!(report_id = id, error = %e, "Cannot store the report; keeping it in memory and trying again at the next tick.");
+            *held = Some(rep);
+        }
+    }
+}
+
+/// Offers the held report (see [`store_report`]) to the sink again; it stays held if refused.
+async fn retry_held_report(
+    cfg: &Config,
+    sink: &mut Sink,
+    held: &mut Option<report::MetricsReport>,
+) {
+    let Some(rep) = held.take() else { return };
+    let id = rep.report_id();
+    match sink.report(cfg, &rep).await {
+        Ok(()) => info!(report_id = id, summary = %rep.summary(), "Held report stored."),
+        Err(e) => {
+            debug!(report_id = id, error = %e, "The held report still cannot be stored.");
+            *held = Some(rep);
+        }
     }
 }
 
@@ -720,5 +789,108 @@ mod tests {
         );
         // Exactly on a slot boundary: that slot is used now, the next follows.
         assert_eq!(next_slot(t0 + iv, t0 + 3 * iv, iv), t0 + 4 * iv);
+    }
+
+    /// A spool sink in `dir` whose next `failures` appends fail as on a full disk.
+    fn failing_spool_sink(dir: &Path, failures: u32) -> (Sink, SharedSpool) {
+        let cfg = Config::from_toml("").unwrap();
+        let mut spool = Spool::open(dir, &cfg.spool).unwrap();
+        spool.fail_next_appends(failures);
+        let spool = SharedSpool::new(spool);
+        let sink = Sink::Spool {
+            spool: spool.clone(),
+            stats: Arc::new(TransportStats::default()),
+        };
+        (sink, spool)
+    }
+
+    fn spooled_report_ids(spool: &SharedSpool) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut after = None;
+        let mut s = spool.lock();
+        while let Some(r) = s.next_after(after).unwrap() {
+            let enc = crate::transport::response::Encoding::Json;
+            ids.push(crate::transport::response::report_id_of(&r.payload, enc).unwrap());
+            after = Some(r.id);
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_report_the_disk_refuses_is_kept_and_stored_at_the_next_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml("").unwrap();
+        let (mut sink, spool) = failing_spool_sink(dir.path(), 1);
+        let mut agg = Aggregator::new(&cfg.report);
+        let mut held = None;
+        store_report(&cfg, &mut sink, &mut held, agg.take(10)).await;
+        assert_eq!(
+            held.as_ref().map(report::MetricsReport::report_id),
+            Some(10)
+        );
+        assert!(spooled_report_ids(&spool).is_empty());
+        // The next tick: the disk has room again.
+        retry_held_report(&cfg, &mut sink, &mut held).await;
+        assert!(held.is_none());
+        assert_eq!(spooled_report_ids(&spool), vec![10]);
+        // Nothing held: a retry does nothing.
+        retry_held_report(&cfg, &mut sink, &mut held).await;
+        assert_eq!(spooled_report_ids(&spool), vec![10]);
+    }
+
+    #[tokio::test]
+    async fn one_report_is_held_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml("").unwrap();
+        // Report 10, its retry at the next tick, its last retry before report 11, and report 11
+        // are refused.
+        let (mut sink, spool) = failing_spool_sink(dir.path(), 4);
+        let mut agg = Aggregator::new(&cfg.report);
+        let mut held = None;
+        store_report(&cfg, &mut sink, &mut held, agg.take(10)).await;
+        retry_held_report(&cfg, &mut sink, &mut held).await;
+        assert_eq!(
+            held.as_ref().map(report::MetricsReport::report_id),
+            Some(10)
+        );
+        store_report(&cfg, &mut sink, &mut held, agg.take(11)).await;
+        assert_eq!(
+            held.as_ref().map(report::MetricsReport::report_id),
+            Some(11)
+        );
+        retry_held_report(&cfg, &mut sink, &mut held).await;
+        assert!(held.is_none());
+        assert_eq!(spooled_report_ids(&spool), vec![11]);
+        // With the disk back, reports are stored at once and nothing is held.
+        store_report(&cfg, &mut sink, &mut held, agg.take(12)).await;
+        assert!(held.is_none());
+        assert_eq!(spooled_report_ids(&spool), vec![11, 12]);
+    }
+
+    #[tokio::test]
+    async fn a_held_report_goes_before_a_newer_one_when_the_disk_has_room_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml("").unwrap();
+        let (mut sink, spool) = failing_spool_sink(dir.path(), 1);
+        let mut agg = Aggregator::new(&cfg.report);
+        let mut held = None;
+        store_report(&cfg, &mut sink, &mut held, agg.take(10)).await;
+        // The next report is due before any tick retried the held one.
+        store_report(&cfg, &mut sink, &mut held, agg.take(11)).await;
+        assert!(held.is_none());
+        assert_eq!(spooled_report_ids(&spool), vec![10, 11]);
+    }
+
+    #[test]
+    fn only_transient_store_failures_are_retried() {
+        let enospc = AgentError::Spool(SpoolError::Io {
+            op: "write",
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert!(!refused_for_good(&enospc));
+        assert!(refused_for_good(&AgentError::Spool(
+            SpoolError::RecordTooLarge { size: 10, max: 5 }
+        )));
     }
 }

@@ -89,6 +89,8 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// `unwrap` only in tests: elsewhere a failure is handled, or `expect` says why it cannot happen.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod baseline;
 pub mod calibrate;

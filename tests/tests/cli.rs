@@ -248,3 +248,33 @@ fn logs_scan_refuses_missing_and_compressed_files_with_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn logs_scan_counts_a_repeated_message_as_its_repetitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(
+        &log,
+        "Mar  1 10:00:00 gw sshd[41]: Failed password for root from 198.51.100.7 port 22 ssh2\n\
+         Mar  1 10:00:09 gw sshd[41]: message repeated 5 times: [ Failed password for root from 198.51.100.7 port 22 ssh2]\n\
+         Mar  1 10:00:09 gw sshd[42]: Failed password for invalid user message repeated 50 times: [ x from 198.51.100.8 port 22 ssh2\n",
+    )
+    .unwrap();
+    let out = edgewarden(
+        &["logs", "scan", "--json", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"][0]["lines"], 3, "{v}");
+    assert_eq!(v["classes"]["auth_failure"], 7, "{v}");
+    let alerts = v["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{v}");
+    assert_eq!(alerts[0]["kind"], "brute_force");
+    assert_eq!(alerts[0]["source"], "198.51.100.7");
+    assert_eq!(alerts[0]["line"], 2);
+}

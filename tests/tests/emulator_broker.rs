@@ -6,8 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edgewarden::config::{ReportConfig, ReportFormat};
-use edgewarden::report::{encode, parse_response, Aggregator, ResponseStatus, Topics};
+use edgewarden::report::{encode, Aggregator, Topics};
 use edgewarden::snapshot::{ListenPort, MetricValue, Snapshot};
+use edgewarden::transport::response::{parse_response, Encoding, Response};
 use integration_tests::emulator::{Emulator, EmulatorOptions, Outcome, TlsOptions};
 use integration_tests::plain_broker::PlainBroker;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -147,10 +148,13 @@ async fn emulator_answers_reports_in_every_encoding_through_mosquitto() {
         let (topic, payload) = device.response().await;
         let topics = Topics::new(THING, format);
         assert_eq!(topic, topics.accepted, "{format:?}");
-        let r = parse_response(&payload, format).unwrap();
-        assert_eq!(r.status, ResponseStatus::Accepted);
-        assert_eq!(r.report_id, Some(id));
-        assert_eq!(r.thing_name.as_deref(), Some(THING));
+        let r = parse_response(&topic, &payload, Encoding::from(format), false).unwrap();
+        assert_eq!(
+            r,
+            Response::Accepted {
+                report_id: Some(id)
+            }
+        );
     }
 
     // A bare-object custom metric is rejected, with its report id.
@@ -158,13 +162,13 @@ async fn emulator_answers_reports_in_every_encoding_through_mosquitto() {
     device.publish(ReportFormat::Json, bad.to_vec()).await;
     let (topic, payload) = device.response().await;
     assert_eq!(topic, Topics::new(THING, ReportFormat::Json).rejected);
-    let r = parse_response(&payload, ReportFormat::Json).unwrap();
-    assert_eq!(r.report_id, Some(1_767_225_700_000));
+    let r = parse_response(&topic, &payload, Encoding::Json, true).unwrap();
     assert_eq!(
-        r.status,
-        ResponseStatus::Rejected {
-            error_code: Some("InvalidPayload".into()),
-            error_message: Some("Malformed metrics report".into()),
+        r,
+        Response::Rejected {
+            report_id: Some(1_767_225_700_000),
+            code: "InvalidPayload".into(),
+            message: "Malformed metrics report".into(),
         }
     );
 
@@ -172,8 +176,17 @@ async fn emulator_answers_reports_in_every_encoding_through_mosquitto() {
     device.publish(ReportFormat::Cbor, vec![0xff, 0x00]).await;
     let (topic, payload) = device.response().await;
     assert_eq!(topic, Topics::new(THING, ReportFormat::Cbor).rejected);
-    let r = parse_response(&payload, ReportFormat::Cbor).unwrap();
-    assert_eq!(r.report_id, None);
+    let r = parse_response(&topic, &payload, Encoding::Cbor, true).unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Rejected {
+                report_id: None,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 
     // A duplicate id is not answered (strict) but recorded and counted.
     device
@@ -252,10 +265,8 @@ async fn the_emulator_binary_prints_each_exchange() {
         .await;
     let (topic, payload) = device.response().await;
     assert!(topic.ends_with("/rejected"));
-    match parse_response(&payload, ReportFormat::Json).unwrap().status {
-        ResponseStatus::Rejected { error_code, .. } => {
-            assert_eq!(error_code.as_deref(), Some("EmulatorThrottled"))
-        }
+    match parse_response(&topic, &payload, Encoding::Json, true).unwrap() {
+        Response::Rejected { code, .. } => assert_eq!(code, "EmulatorThrottled"),
         other => panic!("expected a throttling rejection, got {other:?}"),
     }
     let stdout = child.0.stdout.take().unwrap();
@@ -366,10 +377,10 @@ async fn emulator_works_over_mutual_tls_and_names_a_wrong_ca() {
     let (topic, payload) = device.response().await;
     assert_eq!(topic, Topics::new(THING, ReportFormat::Cbor).accepted);
     assert_eq!(
-        parse_response(&payload, ReportFormat::Cbor)
-            .unwrap()
-            .report_id,
-        Some(42)
+        parse_response(&topic, &payload, Encoding::Cbor, false),
+        Ok(Response::Accepted {
+            report_id: Some(42)
+        })
     );
     emulator.shutdown().await;
 

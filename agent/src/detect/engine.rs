@@ -180,11 +180,13 @@ impl fmt::Display for EngineStatus {
                 )),
             ),
         };
+        // The count and the list below are the same vector: every behaviour of the profile.
+        let listed = &self.behaviors;
         writeln!(
             f,
             "profile {}: {} behaviours, {phase}",
             self.security_profile_name,
-            self.behaviors.len()
+            listed.len()
         )?;
         if !self.relearned_behaviors.is_empty() {
             writeln!(
@@ -206,21 +208,23 @@ impl fmt::Display for EngineStatus {
                 )?;
             }
         }
-        for b in self
-            .behaviors
-            .iter()
-            .filter(|b| b.kind != BehaviorKind::Rule)
-        {
-            let scores: Vec<String> = b.recent_scores.iter().map(|s| format!("{s:.2}")).collect();
-            writeln!(
+        writeln!(f, "behaviours:")?;
+        for b in listed {
+            write!(
                 f,
-                "  {:<32} {:<12} {}{} scores [{}]",
+                "  {:<32} {:<12} {}{}",
                 b.name,
                 format!("{:?}", b.kind).to_lowercase(),
                 if b.learning { "learning" } else { "armed" },
                 if b.in_alarm { ", IN ALARM" } else { "" },
-                scores.join(" ")
             )?;
+            // Rules compare each sample with a fixed value: they keep no scores.
+            if b.kind != BehaviorKind::Rule {
+                let scores: Vec<String> =
+                    b.recent_scores.iter().map(|s| format!("{s:.2}")).collect();
+                write!(f, " scores [{}]", scores.join(" "))?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }

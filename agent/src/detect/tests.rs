@@ -1148,3 +1148,30 @@ fn profiles_on_unknown_metrics_or_dimensions_are_refused_with_the_behaviour_name
         e[1]
     );
 }
+
+#[test]
+fn status_text_counts_the_behaviours_it_lists() {
+    let p = default_profile();
+    let names: Vec<String> = p.behaviors.iter().map(|b| b.name.clone()).collect();
+    assert!(
+        p.behaviors.iter().any(|b| !b.is_learned()),
+        "the default profile has rule behaviours"
+    );
+    let e = Engine::new(p, &cfg(Duration::from_secs(60)), "gw", None);
+    let text = e.status().to_string();
+    let header = text.lines().next().unwrap();
+    let count: usize = header
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {header:?}"));
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "behaviours:")
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(count, listed.len(), "{text}");
+    assert_eq!(listed, names, "{text}");
+}

@@ -5,6 +5,7 @@
 //! context and clock). The offline scan and the live monitor both use it, so `logs scan` shows
 //! exactly what the agent would count.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -12,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::class::{ClassCounts, EventClass};
 use super::classify::{classify, Classified, Hint};
-use super::context::Context;
-use super::format::{frame, strip_inner_prefix, year_of_epoch_ms, Format, Stamp};
+use super::context::{Attribution, Context};
+use super::format::{frame, repeated, strip_inner_prefix, year_of_epoch_ms, Format, Frame, Stamp};
 use super::provenance;
 use super::tracker::{LogAlert, Rules, Signal, Tracker};
 
@@ -82,8 +83,12 @@ pub struct LineOutcome {
     pub src: Option<std::sync::Arc<str>>,
     /// The client the event is attributed to for counting and alerts.
     pub peer: Option<std::sync::Arc<str>>,
-    /// Authentication attempts the line added.
-    pub attempts: u8,
+    /// Authentication attempts the line added (every occurrence of a repeated message).
+    pub attempts: u32,
+    /// Occurrences of the event the line stands for: 1, or N for an rsyslog
+    /// `message repeated N times: [ … ]` line (fewer when the source's line budget refused
+    /// some).
+    pub occurrences: u32,
     /// Event time used, ms since the epoch.
     pub at_ms: i64,
     /// Journal cursor of the entry, journal lines only.
@@ -96,8 +101,11 @@ pub struct LineOutcome {
 /// Counts and alerts accumulated since the last [`Analyzer::take`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Accumulated {
-    /// Lines per class.
+    /// Occurrences per class: one per line, N for a `message repeated N times` line.
     pub counts: ClassCounts,
+    /// Occurrences beyond the line itself that `message repeated N times` lines added (so
+    /// `counts` sums to `lines + repeated`).
+    pub repeated: u64,
     /// Authentication attempts (SSH, PAM, Dropbear, sudo; MQTT refusals are in
     /// `counts[MqttNotAuthorised]`).
     pub auth_attempts: u64,
@@ -105,7 +113,8 @@ pub struct Accumulated {
     pub lines: u64,
     /// Lines skipped (longer than the line cap).
     pub skipped: u64,
-    /// Lines read but not analysed: their source exceeded its line budget.
+    /// Lines (or further occurrences of a repeated message) read but not analysed: their
+    /// source exceeded its line budget.
     pub dropped: u64,
     /// Addresses that failed authentication (IP literals only), at most [`MAX_REPORTED_SOURCES`].
     pub sources: BTreeSet<IpAddr>,
@@ -204,11 +213,33 @@ impl Analyzer {
     }
 
     /// Analyses one line of `stream`. `now_ms` is the wall clock, used for lines without a
-    /// timestamp and to pick the year of syslog timestamps.
+    /// timestamp and to pick the year of syslog timestamps. A `message repeated N times` line
+    /// counts as N occurrences of its inner message (see [`format::repeated`](super::format::repeated)).
     pub fn line(&mut self, stream: &mut Stream, line: &[u8], now_ms: i64) -> LineOutcome {
+        self.line_within(stream, line, now_ms, |n| n)
+    }
+
+    /// As [`Analyzer::line`], for a source with a line budget: the line itself has been paid
+    /// for; the further occurrences of a `message repeated N times` line are asked of `grant`
+    /// (`grant(n)` returns how many of `n` it allows), and those it refuses are counted as
+    /// dropped, as lines beyond the budget are.
+    pub fn line_within(
+        &mut self,
+        stream: &mut Stream,
+        line: &[u8],
+        now_ms: i64,
+        grant: impl FnOnce(u32) -> u32,
+    ) -> LineOutcome {
         let mut f = frame(line);
         if !stream.journal_fields {
             f.trusted = None;
+        }
+        let mut times = 1;
+        if let Some((n, inner)) = repeated(&f) {
+            let more = grant(n - 1).min(n - 1);
+            self.acc.dropped += u64::from(n - 1 - more);
+            times += more;
+            f.msg = Cow::Borrowed(inner);
         }
         let mut c = classify(&f.msg);
         let forged = !provenance::genuine(&f, &c);
@@ -236,35 +267,59 @@ impl Analyzer {
             None => stream.last_ts.unwrap_or(now_ms),
         };
         stream.last_ts = Some(at_ms);
+        self.acc.lines += 1;
+        self.acc.repeated += u64::from(times - 1);
+        let cursor = f.cursor.as_ref().map(|c| c.clone().into_owned());
         if forged {
             // Kept out of the connection context too: a forged line must not re-attribute a
             // real connection.
-            self.acc.lines += 1;
-            self.acc.forged += 1;
-            self.acc.counts.add(EventClass::Other);
+            self.acc.forged += u64::from(times);
+            self.acc.counts.add_n(EventClass::Other, u64::from(times));
             return LineOutcome {
                 format: f.format,
                 class: EventClass::Other,
                 src: None,
                 peer: None,
                 attempts: 0,
+                occurrences: times,
                 at_ms,
-                cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+                cursor,
                 forged,
             };
         }
-        let attr = stream.ctx.attribute(f.host, f.program, f.pid, &c);
-        let outcome = LineOutcome {
+        let mut outcome = LineOutcome {
             format: f.format,
             class: c.class,
-            src: attr.src.clone(),
-            peer: attr.peer.clone(),
-            attempts: attr.attempts,
+            src: None,
+            peer: None,
+            attempts: 0,
+            occurrences: times,
             at_ms,
-            cursor: f.cursor.as_ref().map(|c| c.clone().into_owned()),
+            cursor,
             forged,
         };
-        self.acc.lines += 1;
+        for i in 0..times {
+            let attr = self.occurrence(stream, &f, &c, at_ms, now_ms);
+            if i == 0 {
+                outcome.src = attr.src;
+                outcome.peer = attr.peer;
+            }
+            outcome.attempts += u32::from(attr.attempts);
+        }
+        outcome
+    }
+
+    /// One occurrence of a classified, genuine event: connection context, duplicate check,
+    /// counts, sources and the per-source rules.
+    fn occurrence(
+        &mut self,
+        stream: &mut Stream,
+        f: &Frame<'_>,
+        c: &Classified<'_>,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Attribution {
+        let attr = stream.ctx.attribute(f.host, f.program, f.pid, c);
         if c.class != EventClass::Other {
             if let Some(pid) = f.pid {
                 if self.is_duplicate(
@@ -273,7 +328,7 @@ impl Analyzer {
                     now_ms,
                 ) {
                     self.acc.duplicates += 1;
-                    return outcome;
+                    return attr;
                 }
             }
         }
@@ -350,7 +405,7 @@ impl Analyzer {
                 }
             }
         }
-        outcome
+        attr
     }
 
     /// True when `key` matches an occurrence from another stream, seen within
@@ -421,5 +476,181 @@ mod tests {
         assert_eq!(acc.auth_attempts, 0);
         assert_eq!(acc.counts.get(EventClass::Other), 5);
         assert!(acc.sources.is_empty() && acc.alerts.is_empty());
+    }
+
+    /// 2027-01-15; the March dates below resolve to 2026, all within one window.
+    const NOW: i64 = 1_800_000_000_000;
+    const FAILED: &str = "Failed password for root from 192.0.2.9 port 22 ssh2";
+
+    #[test]
+    fn a_repeated_message_line_counts_as_its_repetitions() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut s = Stream::new();
+        a.line(
+            &mut s,
+            format!("Mar  1 10:00:00 gw sshd[41]: {FAILED}").as_bytes(),
+            NOW,
+        );
+        let o = a.line(
+            &mut s,
+            format!("Mar  1 10:00:05 gw sshd[41]: message repeated 5 times: [ {FAILED}]")
+                .as_bytes(),
+            NOW,
+        );
+        assert_eq!(
+            (o.class, o.occurrences, o.attempts),
+            (EventClass::AuthFailure, 5, 5)
+        );
+        assert_eq!(o.src.as_deref(), Some("192.0.2.9"));
+        let acc = a.take();
+        assert_eq!((acc.lines, acc.repeated), (2, 4));
+        assert_eq!(acc.counts.get(EventClass::AuthFailure), 6);
+        assert_eq!(acc.counts.total(), acc.lines + acc.repeated);
+        assert_eq!(acc.auth_attempts, 6);
+        assert!(acc
+            .sources
+            .contains(&"192.0.2.9".parse::<IpAddr>().unwrap()));
+        // Six attempts exceed the brute-force limit of five: the same alert six lines raise.
+        assert_eq!(acc.alerts.len(), 1);
+        assert_eq!(acc.alerts[0].kind, crate::logs::AlertKind::BruteForce);
+        assert_eq!(acc.alerts[0].events, 6);
+    }
+
+    #[test]
+    fn a_repeated_line_and_the_same_number_of_lines_count_alike() {
+        let run = |lines: &[String]| {
+            let mut a = Analyzer::new(Rules::default());
+            let mut s = Stream::new();
+            for l in lines {
+                a.line(&mut s, l.as_bytes(), NOW);
+            }
+            let acc = a.take();
+            (acc.counts, acc.auth_attempts, acc.alerts.len())
+        };
+        // The connection context sees every occurrence: the first failure completes the
+        // attempt the invalid-user line opened, the others are attempts of their own.
+        let head = "Mar  1 10:00:00 gw sshd[41]: ";
+        let invalid = format!("{head}Invalid user admin from 192.0.2.7 port 4000");
+        let failed = "Failed password for invalid user admin from 192.0.2.7 port 4000 ssh2";
+        let mut one_by_one = vec![invalid.clone()];
+        one_by_one.extend((0..6).map(|_| format!("{head}{failed}")));
+        let reduced = vec![
+            invalid,
+            format!("{head}{failed}"),
+            format!("{head}message repeated 5 times: [ {failed}]"),
+        ];
+        let (counts, attempts, alerts) = run(&one_by_one);
+        assert_eq!((attempts, alerts), (6, 1), "six attempts: brute force");
+        assert_eq!(run(&reduced), (counts, attempts, alerts));
+        // `[preauth]` ends the inner message: only the last bracket is rsyslog's.
+        let closed = "Connection closed by authenticating user root 192.0.2.7 port 4000 [preauth]";
+        let (counts, ..) = run(&[format!("{head}message repeated 3 times: [ {closed}]")]);
+        assert_eq!(counts.get(EventClass::PreauthDisconnect), 3);
+    }
+
+    #[test]
+    fn a_user_name_holding_the_phrase_multiplies_nothing() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut s = Stream::new();
+        for line in [
+            "Mar  1 10:00:00 gw sshd[41]: Failed password for invalid user message repeated 999 times: [ x from 192.0.2.9 port 22 ssh2]",
+            "Mar  1 10:00:00 gw sshd[42]: Invalid user message repeated 999 times: [ from 192.0.2.9 port 22",
+            "Mar  1 10:00:00 gw sshd[43]: error: message repeated 999 times: [ Failed password for root from 192.0.2.9 port 22 ssh2]",
+        ] {
+            let o = a.line(&mut s, line.as_bytes(), NOW);
+            assert_eq!(o.occurrences, 1, "{line}");
+        }
+        let acc = a.take();
+        assert_eq!((acc.lines, acc.repeated), (3, 0));
+        assert_eq!(acc.auth_attempts, 2);
+    }
+
+    #[test]
+    fn the_inner_message_belongs_to_the_lines_own_tag() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut s = Stream::new();
+        // A program that does not report logins: forged, however many times.
+        let o = a.line(
+            &mut s,
+            format!("Mar  1 10:00:00 gw myapp[5]: message repeated 9 times: [ {FAILED}]")
+                .as_bytes(),
+            NOW,
+        );
+        assert!(o.forged);
+        assert_eq!(
+            (o.class, o.occurrences, o.src),
+            (EventClass::Other, 9, None)
+        );
+        // The inner text is not framed again, so it cannot name another program.
+        let o = a.line(
+            &mut s,
+            format!("Mar  1 10:00:00 gw myapp[5]: message repeated 9 times: [ sshd[41]: {FAILED}]")
+                .as_bytes(),
+            NOW,
+        );
+        assert_eq!((o.class, o.attempts), (EventClass::Other, 0));
+        // journald does not reduce repeats: in a journal entry the phrase is the program's text.
+        let j = format!(
+            r#"{{"MESSAGE":"message repeated 9 times: [ {FAILED}]","SYSLOG_IDENTIFIER":"sshd","_PID":"41","_COMM":"sshd","_UID":"0","_TRANSPORT":"syslog"}}"#
+        );
+        let o = a.line(&mut Stream::new(), j.as_bytes(), NOW);
+        assert_eq!((o.class, o.occurrences), (EventClass::Other, 1));
+        let acc = a.take();
+        assert_eq!((acc.forged, acc.auth_attempts), (9, 0));
+        assert!(acc.sources.is_empty() && acc.alerts.is_empty());
+    }
+
+    #[test]
+    fn the_repeat_count_is_capped_and_charged_to_the_budget() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut s = Stream::new();
+        let huge = format!(
+            "Mar  1 10:00:00 gw sshd[41]: message repeated 99999999999999 times: [ {FAILED}]"
+        );
+        let o = a.line(&mut s, huge.as_bytes(), NOW);
+        assert_eq!(o.occurrences, super::super::format::MAX_REPEAT);
+        let acc = a.take();
+        assert_eq!(
+            acc.auth_attempts,
+            u64::from(super::super::format::MAX_REPEAT)
+        );
+        // A budget that grants two more occurrences: the rest are dropped, not analysed.
+        let o = a.line_within(
+            &mut s,
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated 7 times: [ {FAILED}]")
+                .as_bytes(),
+            NOW,
+            |n| {
+                assert_eq!(n, 6);
+                2
+            },
+        );
+        assert_eq!(o.occurrences, 3);
+        let acc = a.take();
+        assert_eq!((acc.auth_attempts, acc.dropped, acc.repeated), (3, 4, 2));
+    }
+
+    #[test]
+    fn repetitions_already_read_from_the_journal_count_once() {
+        let mut a = Analyzer::new(Rules::default());
+        let mut journal = Stream::new();
+        let mut file = Stream::new();
+        let j = format!(r#"{{"MESSAGE":"{FAILED}","SYSLOG_IDENTIFIER":"sshd","_PID":"41"}}"#);
+        for _ in 0..4 {
+            a.line(&mut journal, j.as_bytes(), NOW);
+        }
+        a.line(
+            &mut file,
+            format!("Mar  1 10:00:00 gw sshd[41]: {FAILED}").as_bytes(),
+            NOW,
+        );
+        a.line(
+            &mut file,
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated 3 times: [ {FAILED}]")
+                .as_bytes(),
+            NOW,
+        );
+        let acc = a.take();
+        assert_eq!((acc.auth_attempts, acc.duplicates), (4, 4));
     }
 }

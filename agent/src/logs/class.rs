@@ -98,7 +98,7 @@ impl fmt::Display for EventClass {
     }
 }
 
-/// Line counts per class.
+/// Counts per class (lines, or occurrences when a line stands for several).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassCounts(pub [u64; CLASS_COUNT]);
 
@@ -107,6 +107,12 @@ impl ClassCounts {
     #[inline]
     pub fn add(&mut self, class: EventClass) {
         self.0[class as usize] += 1;
+    }
+
+    /// Adds `n` occurrences of `class`.
+    #[inline]
+    pub fn add_n(&mut self, class: EventClass, n: u64) {
+        self.0[class as usize] += n;
     }
 
     /// The count of `class`.

@@ -22,6 +22,9 @@
 //! Anything else is framed as a bare message. Framing never fails and never allocates for the text
 //! forms; journal messages with JSON escapes are unescaped into an owned buffer.
 //!
+//! A line of rsyslog's repeated-message reduction (`message repeated N times: [ … ]`) is
+//! recognised by [`repeated`], which gives the count and the inner message.
+//!
 //! After framing, [`strip_inner_prefix`] removes prefixes some daemons put inside the message: a
 //! Mosquitto epoch (`1795801481: ` under syslog), Dropbear's `[pid] Mmm dd hh:mm:ss ` and Solaris'
 //! `[ID 800047 auth.info] `.
@@ -1124,6 +1127,54 @@ fn journal_frame(e: JournalEntry<'_>) -> Option<Frame<'_>> {
     })
 }
 
+/// Occurrences one `message repeated N times: [ … ]` line counts at most.
+///
+/// rsyslog writes such a line when a run of identical messages ends, so N is the length of one
+/// run of identical lines from one process. For a per-connection sshd process that is bounded by
+/// its authentication tries (6 by default); only a single-process server (Mosquitto) logging the
+/// same refusal over and over with nothing else in between comes near this cap, and by then
+/// every alert threshold of the default rules is long exceeded. The cap bounds what one line
+/// can add to the counts when its number is corrupted or written by a local process
+/// (`logger -t sshd` passes the tag check as any forged line does), and the analysis work one
+/// line costs: each occurrence goes through the connection context and the per-source rules.
+/// The live monitor also charges every occurrence to the source's line budget.
+pub const MAX_REPEAT: u32 = 1000;
+
+/// rsyslog's repeated-message reduction (`$RepeatedMsgReduction on`, or the rate limiter of
+/// `imuxsock`): `sshd[41]: message repeated 3 times: [ Failed password for root from … ssh2]`
+/// stands for 3 more occurrences of the bracketed message, from the same program, pid and host.
+///
+/// Returns the count (at most [`MAX_REPEAT`]) and the inner message when `f` is such a line:
+/// a text line written by a syslog daemon (BSD syslog, ISO 8601, RFC 5424 or untimed) with a
+/// tag, whose message *starts* with the phrase (the part rsyslog writes, before anything the
+/// program or its client wrote), a count of at least 1 and the message in brackets up to the
+/// end of the line. The inner message keeps the line's tag: it is not framed again, so it cannot
+/// claim another program. Journal entries are never unwrapped: journald does not reduce
+/// repeats, so there the phrase would be the program's own text.
+pub fn repeated<'a>(f: &Frame<'a>) -> Option<(u32, &'a [u8])> {
+    if !matches!(
+        f.format,
+        Format::Syslog | Format::Iso | Format::Rfc5424 | Format::Untimed
+    ) || f.program.is_empty()
+    {
+        return None;
+    }
+    let Cow::Borrowed(msg) = f.msg else {
+        return None;
+    };
+    let rest = trim_start(msg).strip_prefix(b"message repeated ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, rest) = rest.split_at(digits);
+    let inner = rest.strip_prefix(b" times: [")?.strip_suffix(b"]")?;
+    let n = number.iter().fold(0u32, |n, &d| {
+        n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+    });
+    if n == 0 {
+        return None;
+    }
+    Some((n.min(MAX_REPEAT), trim_start(inner)))
+}
+
 /// Removes prefixes daemons put inside the message: a Mosquitto epoch (`1795801481: `),
 /// Dropbear's `[pid] Mmm dd hh:mm:ss `, Solaris' `[ID 800047 auth.info] `.
 pub fn strip_inner_prefix(msg: &[u8]) -> &[u8] {
@@ -1363,5 +1414,56 @@ mod tests {
             assert_eq!(year_of_epoch_ms(ms), y);
         }
         assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
+
+    #[test]
+    fn rsyslog_repeated_message_lines() {
+        let rep = |l: &str| {
+            let f = frame(l.as_bytes());
+            repeated(&f).map(|(n, m)| (n, String::from_utf8_lossy(m).into_owned()))
+        };
+        let inner = "Failed password for root from 192.0.2.9 port 22 ssh2";
+        let want = Some((3, inner.to_owned()));
+        assert_eq!(
+            rep(&format!(
+                "Mar  1 10:00:00 gw sshd[41]: message repeated 3 times: [ {inner}]"
+            )),
+            want
+        );
+        assert_eq!(rep(&format!("2015-04-16T18:02:50.321974+00:00 gw sshd[41]: message repeated 3 times: [ {inner}]")), want);
+        assert_eq!(rep(&format!("<38>1 2019-07-08T17:40:16-04:00 gw sshd 41 - -  message repeated 3 times: [ {inner}]")), want);
+        assert_eq!(
+            rep(&format!(
+                "gw sshd[41]: message repeated 3 times: [ {inner}]\r"
+            )),
+            want
+        );
+        // The last bracket is rsyslog's; the message may end in one of its own.
+        assert_eq!(
+            rep("Mar  1 10:00:00 gw sshd[41]: message repeated 2 times: [ Connection closed by 192.0.2.9 port 22 [preauth]]"),
+            Some((2, "Connection closed by 192.0.2.9 port 22 [preauth]".to_owned()))
+        );
+        assert_eq!(
+            rep(&format!(
+                "Mar  1 10:00:00 gw sshd[41]: message repeated 4294967296 times: [ {inner}]"
+            )),
+            Some((MAX_REPEAT, inner.to_owned()))
+        );
+        // Not rsyslog's: count missing or zero, no closing bracket, phrase not at the start, no
+        // tag, a journal entry, a Mosquitto log line.
+        for l in [
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated 0 times: [ {inner}]"),
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated  times: [ {inner}]"),
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated -3 times: [ {inner}]"),
+            format!("Mar  1 10:00:00 gw sshd[41]: message repeated 3 times: [ {inner}"),
+            format!("Mar  1 10:00:00 gw sshd[41]: error: message repeated 3 times: [ {inner}]"),
+            format!("message repeated 3 times: [ {inner}]"),
+            format!(
+                r#"{{"MESSAGE":"message repeated 3 times: [ {inner}]","SYSLOG_IDENTIFIER":"sshd"}}"#
+            ),
+            format!("1795801273: message repeated 3 times: [ {inner}]"),
+        ] {
+            assert_eq!(rep(&l), None, "{l}");
+        }
     }
 }

@@ -61,7 +61,8 @@ use source::{lock, FileFollower, Positions, Shared};
 /// What the logs said since the previous [`LogMonitor::drain`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogTick {
-    /// Lines per class.
+    /// Events per class: one per line, N for an rsyslog `message repeated N times: [ … ]`
+    /// line.
     pub counts: ClassCounts,
     /// Failed login attempts (SSH, PAM, Dropbear, sudo), counted per attempt.
     pub auth_attempts: u64,
@@ -69,7 +70,8 @@ pub struct LogTick {
     pub lines: u64,
     /// Lines skipped for exceeding the line cap.
     pub skipped: u64,
-    /// Lines read but not analysed because their source exceeded its line budget.
+    /// Lines (or further occurrences of a repeated message) read but not analysed because
+    /// their source exceeded its line budget.
     pub dropped: u64,
     /// Source addresses evicted from the tracker (table full).
     pub evicted: u64,

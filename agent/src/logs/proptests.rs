@@ -9,9 +9,9 @@ use super::format::{frame, strip_inner_prefix};
 use super::lines::{LineSplitter, Piece};
 use super::tracker::Rules;
 
-/// Bytes that look like log lines often enough to reach deep branches.
-fn loggy() -> impl Strategy<Value = Vec<u8>> {
-    let words = prop::sample::select(vec![
+/// Pieces of log lines (daemon phrases, addresses, framing).
+fn loggy_word() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
         "Failed password for ",
         "invalid user ",
         " from ",
@@ -59,10 +59,18 @@ fn loggy() -> impl Strategy<Value = Vec<u8>> {
         ")",
         "'",
         ":",
-    ]);
+        "message repeated ",
+        "3 times: [ ",
+        " times: [",
+        "]",
+    ])
+}
+
+/// Bytes that look like log lines often enough to reach deep branches.
+fn loggy() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..300),
-        prop::collection::vec(words, 0..24).prop_map(|w| w.concat().into_bytes()),
+        prop::collection::vec(loggy_word(), 0..24).prop_map(|w| w.concat().into_bytes()),
     ]
 }
 
@@ -99,7 +107,40 @@ proptest! {
         }
         let acc = a.take();
         prop_assert_eq!(acc.lines, lines.len() as u64);
-        prop_assert_eq!(acc.counts.total(), lines.len() as u64);
+        prop_assert_eq!(acc.counts.total(), lines.len() as u64 + acc.repeated);
+    }
+
+    #[test]
+    fn the_log_line_fuzz_target_holds_on_any_stream(lines in prop::collection::vec(loggy(), 0..20)) {
+        crate::fuzzing::log_line(&lines.join(&b'\n'));
+    }
+
+    #[test]
+    fn a_repeated_message_counts_as_that_many_lines(
+        words in prop::collection::vec(loggy_word(), 0..16),
+        program in prop::sample::select(vec!["sshd", "mosquitto", "kernel", "myapp"]),
+        n in 1u32..40,
+    ) {
+        let inner = words.concat();
+        let inner = inner.trim_start_matches([' ', '\t']);
+        prop_assume!(!inner.starts_with("message repeated "));
+        let head = format!("Mar  1 10:00:00 gw {program}[41]: ");
+        let run = |lines: &[String]| {
+            let mut a = Analyzer::new(Rules { max_sources: 16, ..Rules::default() });
+            let mut s = Stream::new();
+            for l in lines {
+                let _ = a.line(&mut s, l.as_bytes(), 1_800_000_000_000);
+            }
+            let acc = a.take();
+            let alerts: Vec<_> = acc.alerts.iter().map(|a| (a.kind, a.events, a.host.clone())).collect();
+            (acc.counts, acc.auth_attempts, acc.sources, acc.forged, alerts)
+        };
+        let one_by_one: Vec<String> = (0..=n).map(|_| format!("{head}{inner}")).collect();
+        let reduced = vec![
+            format!("{head}{inner}"),
+            format!("{head}message repeated {n} times: [ {inner}]"),
+        ];
+        prop_assert_eq!(run(&reduced), run(&one_by_one), "{}", inner);
     }
 
     #[test]
@@ -247,4 +288,15 @@ proptest! {
             prop_assert_eq!(Some(fast), parsed, "{}", String::from_utf8_lossy(&line));
         }
     }
+}
+
+#[test]
+fn the_log_line_fuzz_corpus_passes_the_fuzz_target() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log_line");
+    let mut seen = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        crate::fuzzing::log_line(&std::fs::read(e.unwrap().path()).unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 7);
 }

@@ -4,7 +4,10 @@
 //! tracker (so `auth.log.1 auth.log` behaves like one log). The line form is detected per line
 //! (BSD syslog, ISO 8601, RFC 5424, `journalctl -o json`, Mosquitto, lines without a timestamp).
 //! Input that starts like `journalctl -o export` output (`NAME=value`) is read as such, each
-//! record counting as one line. `-` reads standard input.
+//! record counting as one line. `-` reads standard input. An rsyslog
+//! `message repeated N times: [ … ]` line counts as N events of its inner message, attributed to
+//! the line's own tag (at most [`MAX_REPEAT`](super::format::MAX_REPEAT)); `--lines` still shows
+//! it as one row, with the inner message's class.
 //!
 //! Output formats (all UTF-8; addresses and names from the log are printed lossily):
 //!
@@ -52,9 +55,9 @@ pub struct FileSummary {
     pub lines: u64,
     /// Lines skipped for being longer than the cap.
     pub skipped: u64,
-    /// Lines per class.
+    /// Events per class: one per line, N for an rsyslog `message repeated N times: [ … ]` line.
     pub classes: ClassCounts,
-    /// Lines reporting an event without coming from a program that reports it (counted as
+    /// Events reported without coming from a program that reports it (counted as
     /// `other`).
     pub forged: u64,
 }
@@ -128,8 +131,10 @@ pub fn scan_reader(
             Piece::Line(l) => {
                 let out = analyzer.line(&mut stream, l, now);
                 summary.lines += 1;
-                summary.classes.add(out.class);
-                summary.forged += u64::from(out.forged);
+                summary.classes.add_n(out.class, u64::from(out.occurrences));
+                if out.forged {
+                    summary.forged += u64::from(out.occurrences);
+                }
                 row(&LineRow {
                     line: n,
                     class: Some(out.class),
@@ -452,6 +457,33 @@ Mar  1 10:00:07 gw sshd[7]: pam_unix(sshd:session): session opened for user pi(u
         let untimed = b"gw sshd[7]: Failed password for root from 198.51.100.9 port 22 ssh2\n";
         let fs = scan_reader(&mut analyzer, &mut &untimed[..], |_| {}, &mut alerts).unwrap();
         assert_eq!(fs.classes.get(EventClass::AuthFailure), 1);
+    }
+
+    #[test]
+    fn a_repeated_message_line_is_scanned_as_its_repetitions() {
+        let text = b"Mar  1 10:00:00 gw sshd[41]: Failed password for root from 198.51.100.7 port 22 ssh2
+Mar  1 10:00:09 gw sshd[41]: message repeated 5 times: [ Failed password for root from 198.51.100.7 port 22 ssh2]
+Mar  1 10:00:09 gw myapp[9]: message repeated 3 times: [ Failed password for root from 198.51.100.8 port 22 ssh2]
+";
+        let mut analyzer = Analyzer::new(Rules::default());
+        let mut rows = Vec::new();
+        let mut alerts = Vec::new();
+        let fs = scan_reader(
+            &mut analyzer,
+            &mut &text[..],
+            |r| rows.push(r.clone()),
+            &mut alerts,
+        )
+        .unwrap();
+        assert_eq!((fs.lines, fs.forged), (3, 3));
+        assert_eq!(fs.classes.get(EventClass::AuthFailure), 6);
+        assert_eq!(fs.classes.get(EventClass::Other), 3);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].class, Some(EventClass::AuthFailure));
+        assert_eq!(rows[1].src.as_deref(), Some("198.51.100.7"));
+        // The sixth attempt, on line 2, exceeds the brute-force limit of five.
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].0.events, alerts[0].1), (6, 2));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! with `O_NOFOLLOW | O_NONBLOCK` and must be a regular file: a symbolic link (say, to
 //! `/dev/zero`), a FIFO, a device or a directory is refused with a warning and looked at again
 //! on the next polls. Lines beyond a per-source budget ([`LINE_RATE`] per second, bursts up to
-//! [`LINE_BURST`]) are read but not analysed, and counted (`log_lines_dropped`).
+//! [`LINE_BURST`]) are read but not analysed, and counted (`log_lines_dropped`); each further
+//! occurrence of an rsyslog `message repeated N times` line costs one line of the budget.
 //!
 //! - at the first start (no saved position) an existing file is followed from its end: history is
 //!   not counted; a file that appears later is read from its start;
@@ -102,6 +103,15 @@ impl LineBudget {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+    }
+
+    /// Takes up to `n` tokens (the further occurrences of a repeated message); returns how
+    /// many it took.
+    pub fn take_up_to(&mut self, n: u32) -> u32 {
+        let got = self.tokens.floor().clamp(0.0, f64::from(n));
+        self.tokens -= got;
+        // `got` is a whole number between 0 and `n`.
+        got as u32
     }
 
     /// Takes one line's token; false when the budget is spent.
@@ -502,7 +512,7 @@ impl FileFollower {
             let lines = &mut self.budget;
             of.splitter.feed(&buf[..got], |p| match p {
                 Piece::Line(l) if lines.take() => {
-                    analyzer.line(stream, l, now);
+                    analyzer.line_within(stream, l, now, |n| lines.take_up_to(n));
                 }
                 Piece::Line(_) => analyzer.dropped_line(),
                 Piece::Oversized => analyzer.skipped_line(),
@@ -651,7 +661,7 @@ pub async fn follow_journal_with(
             } = &mut *sh;
             splitter.feed(&buf[..n], |p| match p {
                 Piece::Line(l) if budget.take() => {
-                    let o = analyzer.line(&mut stream, l, now);
+                    let o = analyzer.line_within(&mut stream, l, now, |n| budget.take_up_to(n));
                     if let Some(c) = o.cursor {
                         positions.journal_cursor = Some(c);
                     }
@@ -881,6 +891,34 @@ mod tests {
         f.poll(&sh);
         let acc = lock(&sh).analyzer.take();
         assert_eq!((acc.lines, acc.dropped), (5, 3));
+    }
+
+    #[test]
+    fn a_followed_repeated_message_counts_each_occurrence_within_the_budget() {
+        let mut b = LineBudget::new(0, 10);
+        assert_eq!(
+            (b.take_up_to(4), b.take_up_to(9), b.take_up_to(3)),
+            (4, 6, 0)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth.log");
+        append(&p, "");
+        let sh = shared();
+        let mut f = FileFollower::new(p.clone(), None);
+        f.budget = LineBudget::new(0, 10);
+        f.poll(&sh);
+        append(&p, FAIL);
+        append(&p, "Jan  1 00:00:00 h sshd[1]: message repeated 4 times: [ Failed password for root from 192.0.2.9 port 22 ssh2]\n");
+        f.poll(&sh);
+        let acc = lock(&sh).analyzer.take();
+        assert_eq!((acc.lines, acc.repeated, acc.auth_attempts), (2, 3, 5));
+        // Five tokens are left: the line takes one, four of its nine further occurrences fit.
+        append(&p, "Jan  1 00:00:00 h sshd[1]: message repeated 10 times: [ Failed password for root from 192.0.2.9 port 22 ssh2]\n");
+        f.poll(&sh);
+        let acc = lock(&sh).analyzer.take();
+        assert_eq!((acc.lines, acc.repeated, acc.dropped), (1, 4, 5));
+        assert_eq!(acc.auth_attempts, 5);
     }
 
     #[test]

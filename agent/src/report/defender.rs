@@ -1,4 +1,5 @@
-//! The AWS IoT Device Defender wire schema: the only module that knows its field names.
+//! The AWS IoT Device Defender report schema: the only module that knows its field names (the
+//! service's answers are parsed in [`crate::transport::response`]).
 //!
 //! One set of types serves both key styles. Each type serializes itself through a key table
 //! (`Keys`), so the long-name and short-name documents cannot drift apart, and CBOR (text keys,
@@ -11,8 +12,6 @@
 //! - a [`PortList`] / [`ConnectionList`] is sorted, capped and carries the true `total`;
 //! - a [`Number`] has at most 15 significant digits and is written as an integer when integral;
 //! - `string_list` values only hold Device Defender's allowed characters.
-//!
-//! The accepted/rejected response documents (spec §3.1–§3.2) are at the end of the file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::snapshot::{ListenPort, MetricValue, NetDelta, TcpConn};
 
@@ -893,66 +892,6 @@ impl Topics {
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Responses (spec §3.1–§3.2)
-// ---------------------------------------------------------------------------------------------
-
-/// `status` of a response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResponseStatus {
-    /// Published on `…/accepted`.
-    Accepted,
-    /// Published on `…/rejected`.
-    Rejected {
-        /// `statusDetails.ErrorCode`, e.g. `InvalidPayload`; `None` when the service sent none.
-        error_code: Option<String>,
-        /// `statusDetails.ErrorMessage`, e.g. `Malformed metrics report` (cut to 1024 bytes).
-        error_message: Option<String>,
-    },
-}
-
-/// Device Defender's answer to one report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefenderResponse {
-    /// `thingName`, when present.
-    pub thing_name: Option<String>,
-    /// `reportId`: always present in an acceptance, may be missing in a rejection.
-    pub report_id: Option<u64>,
-    /// Accepted or rejected, with the error details.
-    pub status: ResponseStatus,
-    /// `timestamp`: service time, ms since the epoch, when present.
-    pub timestamp: Option<u64>,
-}
-
-/// The wire form of a response, as decoded. Unknown fields are ignored.
-#[derive(Debug, Deserialize)]
-pub(crate) struct RawResponse {
-    #[serde(rename = "thingName", default)]
-    pub thing_name: Option<String>,
-    #[serde(rename = "reportId", default)]
-    pub report_id: Option<u64>,
-    #[serde(rename = "status", default)]
-    pub status: Option<String>,
-    #[serde(rename = "statusDetails", default)]
-    pub status_details: Option<RawStatusDetails>,
-    #[serde(rename = "timestamp", default)]
-    pub timestamp: Option<u64>,
-}
-
-/// `statusDetails`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct RawStatusDetails {
-    #[serde(rename = "ErrorCode", default)]
-    pub error_code: Option<String>,
-    #[serde(rename = "ErrorMessage", default)]
-    pub error_message: Option<String>,
-}
-
-/// `status` of an acceptance.
-pub(crate) const STATUS_ACCEPTED: &str = "ACCEPTED";
-/// `status` of a rejection.
-pub(crate) const STATUS_REJECTED: &str = "REJECTED";
 
 #[cfg(test)]
 mod tests {

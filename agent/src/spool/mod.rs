@@ -92,6 +92,7 @@ mod segment;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::{debug, error, info, warn};
@@ -231,6 +232,9 @@ pub struct Spool {
     corrupt_skipped: u64,
     appended: u64,
     acked: u64,
+    /// Appends still to fail with `ENOSPC` (fault injection in tests).
+    #[cfg(test)]
+    fail_appends: u32,
 }
 
 impl Spool {
@@ -254,6 +258,8 @@ impl Spool {
             corrupt_skipped: 0,
             appended: 0,
             acked: 0,
+            #[cfg(test)]
+            fail_appends: 0,
         };
         spool.recover()?;
         // A smaller configuration than the one the files were written with applies at once.
@@ -455,6 +461,12 @@ impl Spool {
         self.max_bytes / 4
     }
 
+    /// Makes the next `n` appends fail as on a full disk (`ENOSPC`), before anything is written.
+    #[cfg(test)]
+    pub(crate) fn fail_next_appends(&mut self, n: u32) {
+        self.fail_appends = n;
+    }
+
     /// Appends a record; it is on stable storage when this returns. Drops the oldest pending
     /// records first when the spool would otherwise exceed its bounds.
     pub fn append(&mut self, topic: &str, payload: &[u8]) -> Result<SpoolId, SpoolError> {
@@ -467,6 +479,15 @@ impl Spool {
                 size: len,
                 max: self.max_record_len(),
             });
+        }
+        #[cfg(test)]
+        if self.fail_appends > 0 {
+            self.fail_appends -= 1;
+            return Err(SpoolError::io(
+                "write",
+                &self.dir,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         let dropped = self.make_room(len)?;
         if dropped > 0 {
@@ -845,7 +866,9 @@ impl DirLock {
 ///
 /// File I/O runs in `spawn_blocking` from the async methods, so fsyncs never stall an async
 /// worker; the `_blocking` variants are for synchronous callers. Appends wake the transport
-/// through [`SharedSpool::appended`].
+/// through [`SharedSpool::appended`]. [`SharedSpool::stats`] never takes the mutex: an append
+/// holds it through its `fdatasync`, which can take seconds on a slow SD card, and the stats
+/// are read on async workers (self-metrics of every report).
 #[derive(Debug, Clone)]
 pub struct SharedSpool {
     inner: Arc<Shared>,
@@ -855,27 +878,102 @@ pub struct SharedSpool {
 struct Shared {
     spool: Mutex<Spool>,
     appended: tokio::sync::Notify,
+    /// The counters as of the end of the latest operation, published by [`SpoolGuard`].
+    stats: AtomicStats,
+}
+
+/// [`SpoolStats`] in atomics. Each field is stored after every operation on the spool, under
+/// its mutex; a reader without the mutex sees every field as of the latest operation that
+/// finished, or (while one finishes) some fields of that one and some of the one before.
+#[derive(Debug, Default)]
+struct AtomicStats {
+    depth: AtomicUsize,
+    bytes: AtomicU64,
+    disk_bytes: AtomicU64,
+    dropped: AtomicU64,
+    corrupt_skipped: AtomicU64,
+    appended: AtomicU64,
+    acked: AtomicU64,
+}
+
+impl AtomicStats {
+    fn publish(&self, s: SpoolStats) {
+        self.depth.store(s.depth, Ordering::Relaxed);
+        self.bytes.store(s.bytes, Ordering::Relaxed);
+        self.disk_bytes.store(s.disk_bytes, Ordering::Relaxed);
+        self.dropped.store(s.dropped, Ordering::Relaxed);
+        self.corrupt_skipped
+            .store(s.corrupt_skipped, Ordering::Relaxed);
+        self.appended.store(s.appended, Ordering::Relaxed);
+        self.acked.store(s.acked, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> SpoolStats {
+        SpoolStats {
+            depth: self.depth.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            corrupt_skipped: self.corrupt_skipped.load(Ordering::Relaxed),
+            appended: self.appended.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Exclusive access to a shared [`Spool`]; publishes the spool's counters when dropped, so
+/// [`SharedSpool::stats`] follows every operation, whoever made it.
+#[derive(Debug)]
+pub struct SpoolGuard<'a> {
+    spool: MutexGuard<'a, Spool>,
+    stats: &'a AtomicStats,
+}
+
+impl std::ops::Deref for SpoolGuard<'_> {
+    type Target = Spool;
+    fn deref(&self) -> &Spool {
+        &self.spool
+    }
+}
+
+impl std::ops::DerefMut for SpoolGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Spool {
+        &mut self.spool
+    }
+}
+
+impl Drop for SpoolGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.publish(self.spool.stats());
+    }
 }
 
 impl SharedSpool {
     /// Wraps an open spool.
     pub fn new(spool: Spool) -> SharedSpool {
+        let stats = AtomicStats::default();
+        stats.publish(spool.stats());
         SharedSpool {
             inner: Arc::new(Shared {
                 spool: Mutex::new(spool),
                 appended: tokio::sync::Notify::new(),
+                stats,
             }),
         }
     }
 
     /// Locks the spool for a synchronous operation. Do not hold the guard across an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Spool> {
+    pub fn lock(&self) -> SpoolGuard<'_> {
         // A panic while holding the lock leaves the spool consistent: every operation updates
         // memory only after its disk write succeeded.
-        self.inner
-            .spool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        SpoolGuard {
+            spool: self
+                .inner
+                .spool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            stats: &self.inner.stats,
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -929,9 +1027,11 @@ impl SharedSpool {
         self.blocking(move |s| s.next_after(after)).await
     }
 
-    /// Current counters.
+    /// The counters as of the latest operation that finished; never waits for one in
+    /// progress. Read while an operation finishes, some fields may still be those of the
+    /// operation before.
     pub fn stats(&self) -> SpoolStats {
-        self.lock().stats()
+        self.inner.stats.load()
     }
 
     /// Completes when a record was appended since the last completed call (a wake-up is never

@@ -468,3 +468,26 @@ fn violations_hold_at_most_an_eighth_of_the_spool_and_reports_still_fit() {
         5
     );
 }
+
+#[test]
+fn shared_spool_stats_do_not_wait_for_an_operation_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedSpool::new(Spool::open(dir.path(), &big()).unwrap());
+    shared.append_blocking("t", b"first").unwrap();
+    // Hold the spool as an append does through its fsync.
+    let mut guard = shared.lock();
+    let reader = shared.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(reader.stats()).unwrap());
+    let seen = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("stats() returned while the spool was locked");
+    assert_eq!((seen.depth, seen.appended), (1, 1));
+    // What the holder does shows once it lets go.
+    guard.append("t", b"second").unwrap();
+    assert_eq!(shared.stats().depth, 1);
+    drop(guard);
+    let after = shared.stats();
+    assert_eq!((after.depth, after.appended), (2, 2));
+    assert!(after.bytes > seen.bytes && after.disk_bytes >= after.bytes);
+}

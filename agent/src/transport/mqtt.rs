@@ -147,10 +147,7 @@ impl Topics {
             accepted: t.accepted,
             rejected: t.rejected,
             publish_prefix,
-            encoding: match format {
-                ReportFormat::Cbor => Encoding::Cbor,
-                ReportFormat::Json | ReportFormat::JsonShort => Encoding::Json,
-            },
+            encoding: Encoding::from(format),
         }
     }
 
