@@ -4,6 +4,8 @@
 // `unwrap` only in tests: elsewhere a failure is handled, or `expect` says why it cannot happen.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod commands;
+
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -84,7 +86,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(FormatArg::Cbor) => ReportFormat::Cbor,
                 None => cfg.report.format,
             };
-            let bytes = pipeline::collect_once(&cfg, format, args.pretty)?;
+            let bytes = commands::collect_once(&cfg, format, args.pretty)?;
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes).context("cannot write to stdout")?;
             if format != ReportFormat::Cbor {
@@ -137,7 +139,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(arg) => {
             let cfg = load_config(&arg)?;
-            let text = pipeline::status_text(&cfg)?;
+            let text = commands::status_text(&cfg)?;
             print_stdout(text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -146,7 +148,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 check_scan_input(f)?;
             }
             let cfg = load_config(&args.config)?;
-            let code = pipeline::logs_scan(&cfg, &args)?;
+            let code = commands::logs_scan(&cfg, &args)?;
             Ok(code)
         }
         Command::Audit(args) => {

@@ -13,8 +13,6 @@
 //! Device Defender report period (default 300 s). Reports and violations are written durably
 //! (outbox file, or the spool before any publish) before the tick ends.
 
-use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +20,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::cli::LogsScanArgs;
 use crate::collect::Collector;
 use crate::config::{Config, ReportFormat};
 use crate::detect::{self, Engine, EngineState, ViolationEvent};
@@ -30,13 +27,10 @@ use crate::logs::{self, alerts::AlertCoalescer, LogAlert, LogMonitor};
 use crate::metrics;
 use crate::outbox::{Outbox, OutboxError, REPORTS, VIOLATIONS};
 use crate::report::{self, Aggregator, ReportIds};
-use crate::snapshot::{MetricValue, Snapshot};
+use crate::snapshot::MetricValue;
 use crate::spool::{SharedSpool, Spool, SpoolError};
 use crate::transport::greengrass::ComponentSettings;
 use crate::transport::{self, TransportStats};
-
-/// File in the state directory holding the detector's learned state.
-pub const DETECT_STATE_FILE: &str = "detect.json";
 
 /// A failure that stops the agent.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +240,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
         .logs
         .enabled
         .then(|| LogMonitor::spawn(&cfg.logs, &cfg.state_dir, logs_stop.clone()));
-    let mut engine = new_engine(&cfg, load_engine_state(&cfg.state_dir))?;
+    let mut engine = new_engine(&cfg, detect::persist::load(&cfg.state_dir))?;
 
     let mut aggregator = Aggregator::new(&cfg.report);
     // A report the sink refused (disk full): offered again at every tick.
@@ -300,9 +294,9 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
                 if changed.detect {
                     let state = engine.as_ref().map(|e| e.state());
                     if let Some(s) = &state {
-                        save_engine_state(&cfg.state_dir, s);
+                        detect::persist::save(&cfg.state_dir, s);
                     }
-                    match new_engine(&cfg, state.or_else(|| load_engine_state(&cfg.state_dir))) {
+                    match new_engine(&cfg, state.or_else(|| detect::persist::load(&cfg.state_dir))) {
                         Ok(e) => engine = e,
                         Err(e) => error!(error = %e, "Cannot rebuild the detector; keeping the previous one."),
                     }
@@ -399,7 +393,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
         if now >= next_state_save {
             next_state_save = now + Duration::from_secs(300);
             if let Some(e) = &engine {
-                save_engine_state(&cfg.state_dir, &e.state());
+                detect::persist::save(&cfg.state_dir, &e.state());
             }
         }
         service.tick_done();
@@ -440,7 +434,7 @@ pub async fn run(mut cfg: Config, stop: CancellationToken) -> Result<(), AgentEr
         );
     }
     if let Some(e) = &engine {
-        save_engine_state(&cfg.state_dir, &e.state());
+        detect::persist::save(&cfg.state_dir, &e.state());
     }
     // Only now, with the final report spooled, is the transport told to drain; it publishes what
     // it can within its own deadline, which stays below the unit's `TimeoutStopSec`.
@@ -466,37 +460,8 @@ async fn emit_report(
     log_alerts: &mut Vec<&'static str>,
 ) {
     let mut local = engine.map(|e| e.summary_metrics()).unwrap_or_default();
-    if !log_alerts.is_empty() {
-        let mut merged = false;
-        for (name, value) in local.iter_mut() {
-            match (*name, value) {
-                (metrics::LOCAL_VIOLATIONS, MetricValue::Number(n)) => {
-                    *n += log_alerts.len() as f64;
-                    merged = true;
-                }
-                (metrics::LOCAL_VIOLATION_BEHAVIORS, MetricValue::StringList(l)) => {
-                    l.extend(log_alerts.iter().map(|s| s.to_string()));
-                    l.sort();
-                    l.dedup();
-                }
-                _ => {}
-            }
-        }
-        if !merged {
-            local.push((
-                metrics::LOCAL_VIOLATIONS,
-                MetricValue::Number(log_alerts.len() as f64),
-            ));
-            let mut names: Vec<String> = log_alerts.iter().map(|s| s.to_string()).collect();
-            names.sort();
-            names.dedup();
-            local.push((
-                metrics::LOCAL_VIOLATION_BEHAVIORS,
-                MetricValue::StringList(names),
-            ));
-        }
-        log_alerts.clear();
-    }
+    add_log_alert_summary(&mut local, log_alerts);
+    log_alerts.clear();
     for (name, value) in local {
         aggregator.add_custom(name, value);
     }
@@ -571,6 +536,35 @@ async fn retry_held_report(
             *held = Some(rep);
         }
     }
+}
+
+/// Adds the log alert kinds raised in the interval to the local summary metrics, by the rule
+/// the engine uses for its behaviours: `local_violation_behaviors` lists every distinct name in
+/// alarm in the interval, and `local_violations` is how many there are (kinds, not events).
+fn add_log_alert_summary(local: &mut Vec<(&'static str, MetricValue)>, kinds: &[&'static str]) {
+    if kinds.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    local.retain_mut(|(name, value)| match (*name, value) {
+        (metrics::LOCAL_VIOLATION_BEHAVIORS, MetricValue::StringList(l)) => {
+            names.append(l);
+            false
+        }
+        (metrics::LOCAL_VIOLATIONS, _) => false,
+        _ => true,
+    });
+    names.extend(kinds.iter().map(|k| (*k).to_owned()));
+    names.sort();
+    names.dedup();
+    local.push((
+        metrics::LOCAL_VIOLATIONS,
+        MetricValue::Number(names.len() as f64),
+    ));
+    local.push((
+        metrics::LOCAL_VIOLATION_BEHAVIORS,
+        MetricValue::StringList(names),
+    ));
 }
 
 /// The report slot after `slot`, given that a tick at `now` has just used it: one interval
@@ -673,93 +667,49 @@ fn new_engine(cfg: &Config, state: Option<EngineState>) -> Result<Option<Engine>
     )))
 }
 
-fn load_engine_state(dir: &Path) -> Option<EngineState> {
-    let path = dir.join(DETECT_STATE_FILE);
-    let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice(&bytes) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(file = %path.display(), error = %e, "Learned detector state unreadable; learning again.");
-            None
-        }
-    }
-}
-
-fn save_engine_state(dir: &Path, state: &EngineState) {
-    let path = dir.join(DETECT_STATE_FILE);
-    // Streamed to the file: the state can be hundreds of KiB and is never held twice.
-    let res = crate::durable::write_atomic(&path, |w| {
-        serde_json::to_writer(w, state).map_err(std::io::Error::other)
-    });
-    if let Err(e) = res {
-        warn!(error = %e, "Cannot save the learned detector state.");
-    }
-}
-
-/// One report of this machine: two samples `warm_up`-apart (at least 1 s) so that the report
-/// carries deltas.
-pub fn collect_once(cfg: &Config, format: ReportFormat, pretty: bool) -> anyhow::Result<Vec<u8>> {
-    let mut c = Collector::new(&cfg.collect);
-    let mut agg = Aggregator::new(&cfg.report);
-    let first: Snapshot = c.sample();
-    agg.add(&first);
-    std::thread::sleep(
-        cfg.report
-            .warm_up
-            .clamp(Duration::from_secs(1), Duration::from_secs(2)),
-    );
-    agg.add(&c.sample());
-    // Printed, never sent: the id is the wall clock, and the running agent's persisted id in the
-    // state directory is neither read nor advanced.
-    let rep = agg.take(now_ms());
-    let bytes = report::encode(&rep, format);
-    if pretty && format != ReportFormat::Cbor {
-        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-        return Ok(serde_json::to_vec_pretty(&v)?);
-    }
-    Ok(bytes)
-}
-
-/// `edgewarden status`: the persisted detector state and the outbox/spool position.
-pub fn status_text(cfg: &Config) -> anyhow::Result<String> {
-    let mut s = format!(
-        "thing: {}\nstate_dir: {}\n",
-        cfg.thing_name,
-        cfg.state_dir.display()
-    );
-    match load_engine_state(&cfg.state_dir) {
-        None => s.push_str(
-            "detector: no learned state yet (the agent has not run, or detection is off)\n",
-        ),
-        Some(state) => {
-            let profile = match &cfg.detect.profile {
-                Some(p) => detect::load_profile(p).map_err(|e| anyhow::anyhow!("{e}"))?,
-                None => detect::default_profile(),
-            };
-            let engine = Engine::new(profile, &cfg.detect, &cfg.thing_name, Some(state));
-            s.push_str(&engine.status().to_string());
-        }
-    }
-    Ok(s)
-}
-
-/// `edgewarden logs scan`.
-pub fn logs_scan(cfg: &Config, args: &LogsScanArgs) -> anyhow::Result<ExitCode> {
-    let opts = crate::logs::ScanOptions {
-        json: args.json,
-        lines: args.lines,
-        rules: Some(crate::logs::Rules::from_config(&cfg.logs)),
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    crate::logs::scan_files(&args.files, opts, &mut out)?;
-    std::io::Write::flush(&mut out)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_alerts_count_as_distinct_kinds_beside_the_engines_behaviours() {
+        let mut local = vec![
+            (metrics::LOCAL_VIOLATIONS, MetricValue::Number(2.0)),
+            (metrics::LOCAL_ANOMALY_SCORE, MetricValue::Number(0.9)),
+            (
+                metrics::LOCAL_VIOLATION_BEHAVIORS,
+                MetricValue::StringList(vec!["a-behaviour".into(), "ssh_brute_force".into()]),
+            ),
+        ];
+        // Three alerts of two kinds, one of them already named.
+        add_log_alert_summary(
+            &mut local,
+            &["ssh_brute_force", "ssh_brute_force", "mqtt_auth_flood"],
+        );
+        local.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            local,
+            vec![
+                (metrics::LOCAL_ANOMALY_SCORE, MetricValue::Number(0.9)),
+                (
+                    metrics::LOCAL_VIOLATION_BEHAVIORS,
+                    MetricValue::StringList(vec![
+                        "a-behaviour".into(),
+                        "mqtt_auth_flood".into(),
+                        "ssh_brute_force".into()
+                    ])
+                ),
+                (metrics::LOCAL_VIOLATIONS, MetricValue::Number(3.0)),
+            ]
+        );
+        // Detection off: the log alerts alone.
+        let mut only = Vec::new();
+        add_log_alert_summary(&mut only, &["ssh_brute_force", "ssh_brute_force"]);
+        assert_eq!(
+            only[0],
+            (metrics::LOCAL_VIOLATIONS, MetricValue::Number(1.0))
+        );
+    }
 
     #[test]
     fn report_slots_keep_their_cadence_when_ticks_fire_late() {
@@ -792,7 +742,7 @@ mod tests {
     }
 
     /// A spool sink in `dir` whose next `failures` appends fail as on a full disk.
-    fn failing_spool_sink(dir: &Path, failures: u32) -> (Sink, SharedSpool) {
+    fn failing_spool_sink(dir: &std::path::Path, failures: u32) -> (Sink, SharedSpool) {
         let cfg = Config::from_toml("").unwrap();
         let mut spool = Spool::open(dir, &cfg.spool).unwrap();
         spool.fail_next_appends(failures);

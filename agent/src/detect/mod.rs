@@ -29,6 +29,7 @@ pub mod engine;
 pub mod eval;
 pub mod metric;
 pub mod ml;
+pub mod persist;
 pub mod profile;
 pub mod violation;
 

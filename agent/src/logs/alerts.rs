@@ -11,7 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::tracker::{AlertKind, LogAlert};
+use crate::detect::{DefenderValue, ViolationEventType};
 use crate::metrics;
 
 /// Sources named in one violation; the rest are counted.
@@ -104,6 +107,13 @@ impl AlertBatch {
 
     /// The batch as a violation event, in the shape of the security-profile violations.
     pub fn violation(&self, thing: &str, profile: &str) -> Vec<u8> {
+        let v = self.violation_event(thing, profile);
+        // Strings, integers and one finite float: serializing cannot fail.
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    /// The batch as a typed violation event.
+    pub fn violation_event(&self, thing: &str, profile: &str) -> LogAlertViolation {
         let metric = match self.kind {
             AlertKind::ClientIdTakeover => metrics::MQTT_CLIENT_ID_CONFLICTS,
             _ => metrics::AUTH_FAILURE_SOURCES,
@@ -114,10 +124,16 @@ impl AlertBatch {
             .filter_map(|h| h.parse::<std::net::IpAddr>().ok())
             .map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }))
             .collect();
-        let value = if cidrs.is_empty() || self.kind == AlertKind::ClientIdTakeover {
-            serde_json::json!({ "count": self.alerts })
+        let metric_value = if cidrs.is_empty() || self.kind == AlertKind::ClientIdTakeover {
+            DefenderValue {
+                count: Some(self.alerts),
+                ..DefenderValue::default()
+            }
         } else {
-            serde_json::json!({ "cidrs": cidrs })
+            DefenderValue {
+                cidrs: Some(cidrs),
+                ..DefenderValue::default()
+            }
         };
         let id = format!(
             "{:016x}",
@@ -132,25 +148,71 @@ impl AlertBatch {
                 .as_bytes()
             )
         );
-        let v = serde_json::json!({
-            "violationId": id,
-            "thingName": thing,
-            "securityProfileName": profile,
-            "behavior": { "name": self.kind.as_str(), "metric": metric },
-            "metricValue": value,
-            "violationEventType": "in-alarm",
-            "violationEventTime": self.last_ms,
-            "score": 1.0,
-            "explanation": self.explanation(),
-            "source": self.sources.iter().next().map(String::as_str).unwrap_or(""),
-            "sources": self.sources,
-            "alerts": self.alerts,
-            "events": self.events,
-            "unlistedAlerts": self.unlisted,
-            "unnamedAlerts": self.unnamed,
-        });
-        serde_json::to_vec(&v).expect("a JSON value always serializes")
+        LogAlertViolation {
+            violation_id: id,
+            thing_name: thing.to_owned(),
+            security_profile_name: profile.to_owned(),
+            behavior: LogAlertBehavior {
+                name: self.kind.as_str().to_owned(),
+                metric: metric.to_owned(),
+            },
+            metric_value,
+            violation_event_type: ViolationEventType::InAlarm,
+            violation_event_time: self.last_ms,
+            score: 1.0,
+            explanation: self.explanation(),
+            sources: self.sources.iter().cloned().collect(),
+            alerts: self.alerts,
+            events: self.events,
+            unlisted_alerts: self.unlisted,
+            unnamed_alerts: self.unnamed,
+        }
     }
+}
+
+/// The behaviour a log alert violation names: the alert kind and the metric it counts in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogAlertBehavior {
+    /// The alert kind (`ssh_brute_force`, …).
+    pub name: String,
+    /// The custom metric the alerts count in.
+    pub metric: String,
+}
+
+/// A violation raised by the log rules: the fields of a security-profile violation
+/// ([`crate::detect::ViolationEvent`], same names and meaning), then what the logs add.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogAlertViolation {
+    /// Stable for one batch of alerts.
+    pub violation_id: String,
+    /// The thing.
+    pub thing_name: String,
+    /// The log rules' profile name.
+    pub security_profile_name: String,
+    /// The alert kind and its metric.
+    pub behavior: LogAlertBehavior,
+    /// The sources as CIDRs, or the number of alerts when no source is an address.
+    pub metric_value: DefenderValue,
+    /// Always `in-alarm`: log alerts are events, they do not clear.
+    pub violation_event_type: ViolationEventType,
+    /// Time of the batch's last alert, ms since the UNIX epoch.
+    pub violation_event_time: u64,
+    /// Always 1.
+    pub score: f64,
+    /// One line for operators.
+    pub explanation: String,
+    /// Sources named (up to [`MAX_LISTED_SOURCES`]).
+    pub sources: Vec<String>,
+    /// Alerts in the batch.
+    pub alerts: u64,
+    /// Log events behind them.
+    pub events: u64,
+    /// Alerts whose source did not fit the list.
+    pub unlisted_alerts: u64,
+    /// Alerts without a source.
+    pub unnamed_alerts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +336,38 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b.violation("gw", "p")).unwrap();
         assert_eq!(v["explanation"], "brute_force from 192.0.2.1");
         assert_eq!(v["metricValue"]["cidrs"][0], "192.0.2.1/32");
-        assert_eq!(v["source"], "192.0.2.1");
+        assert_eq!(v["sources"][0], "192.0.2.1");
+    }
+
+    #[test]
+    fn a_log_alert_violation_reads_back_typed_and_shares_the_profile_violations_keys() {
+        let mut c = AlertCoalescer::default();
+        c.push(&[
+            alert(AlertKind::BruteForce, "192.0.2.1", 5),
+            alert(AlertKind::BruteForce, "2001:db8::1", 7),
+        ]);
+        let b = c.take_due(0).pop().unwrap();
+        let line = b.violation("gw", "edgewarden-log-rules");
+        let back: LogAlertViolation = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, b.violation_event("gw", "edgewarden-log-rules"));
+        assert_eq!(back.violation_event_type, ViolationEventType::InAlarm);
+        assert_eq!(back.sources.len(), 2);
+        assert_eq!(back.alerts, 2);
+        // Every key a profile violation has (but the ML-only additional info) is here too.
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&line).unwrap();
+        for k in [
+            "violationId",
+            "thingName",
+            "securityProfileName",
+            "behavior",
+            "metricValue",
+            "violationEventType",
+            "violationEventTime",
+            "score",
+            "explanation",
+        ] {
+            assert!(v.contains_key(k), "{k} missing");
+        }
+        assert!(!v.contains_key("source"));
     }
 }
