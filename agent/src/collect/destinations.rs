@@ -19,8 +19,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::procnet::state;
-use super::sockets::RawSocket;
+use super::raw::{state, RawSocket};
 
 /// Ticks over which two different connections to one destination make it recur.
 pub const RECUR_WINDOW_TICKS: u64 = 30;

@@ -25,6 +25,11 @@
 //! shortcuts give the same snapshot as a full walk: `tests/tests/collect_gating.rs` checks that
 //! over random sequences of connections, listeners and processes, verdicts included.
 //!
+//! Modules depend downwards only: [`raw`] (one socket, state numbers) and `text` are leaves;
+//! [`netlink`] (the sock_diag dump) and [`procnet`] (the `/proc/net` parser) read into
+//! [`raw::RawSocket`]; [`interfaces`] uses [`netlink`]'s dumper; [`sockets`] picks a source and
+//! builds the reported lists from all of them.
+//!
 //! Every `/proc` file read each tick is opened once and re-read with `pread`
 //! (`ProcFile`); the tick runs on the runtime's own thread.
 //!
@@ -47,6 +52,7 @@ pub mod netlink;
 pub mod network;
 pub mod process;
 pub mod procnet;
+pub mod raw;
 pub mod snmp;
 pub mod sockets;
 pub mod system;
@@ -656,17 +662,14 @@ impl Collector {
         // Listeners first, then the connected sockets in walk order: the same table whether
         // the kernel walked per family or both at once, and whether or not a walk is reused.
         self.tcp_connected.clear();
-        self.tcp_connected.extend(
-            self.tcp
-                .iter()
-                .filter(|s| s.state != procnet::state::LISTEN),
-        );
-        self.tcp.retain(|s| s.state == procnet::state::LISTEN);
+        self.tcp_connected
+            .extend(self.tcp.iter().filter(|s| s.state != raw::state::LISTEN));
+        self.tcp.retain(|s| s.state == raw::state::LISTEN);
         self.tcp.extend_from_slice(&self.tcp_connected);
         let syn_sent = self
             .tcp_connected
             .iter()
-            .filter(|s| s.state == procnet::state::SYN_SENT)
+            .filter(|s| s.state == raw::state::SYN_SENT)
             .count() as u64;
         self.gate.walked(fp, self.tcp.len() as u64, syn_sent, now);
         true

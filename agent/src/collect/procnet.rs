@@ -16,32 +16,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::sockets::RawSocket;
+use super::raw::RawSocket;
 use super::text::{dec_u64, fields, hex_u32_exact, hex_u64, lines, trim};
 
-/// Kernel TCP state numbers (`include/net/tcp_states.h`), shared by the UDP tables.
-pub mod state {
-    /// `TCP_ESTABLISHED`; also a connected UDP socket.
-    pub const ESTABLISHED: u8 = 1;
-    /// `TCP_SYN_SENT`: an outbound connection being opened.
-    pub const SYN_SENT: u8 = 2;
-    /// `TCP_FIN_WAIT1`
-    pub const FIN_WAIT1: u8 = 4;
-    /// `TCP_FIN_WAIT2`
-    pub const FIN_WAIT2: u8 = 5;
-    /// `TCP_TIME_WAIT`: closed here first, kept for 60 s.
-    pub const TIME_WAIT: u8 = 6;
-    /// `TCP_CLOSE`; an unconnected (bound) UDP socket.
-    pub const CLOSE: u8 = 7;
-    /// `TCP_CLOSE_WAIT`
-    pub const CLOSE_WAIT: u8 = 8;
-    /// `TCP_LAST_ACK`
-    pub const LAST_ACK: u8 = 9;
-    /// `TCP_LISTEN`
-    pub const LISTEN: u8 = 10;
-    /// `TCP_CLOSING`
-    pub const CLOSING: u8 = 11;
-}
+pub use super::raw::state;
 
 /// Decodes `ADDR:PORT` as printed in `/proc/net/*` (8 hex digits for IPv4, 32 for IPv6).
 pub fn parse_addr(s: &[u8]) -> Option<SocketAddr> {

@@ -20,23 +20,11 @@ use crate::snapshot::{ListenPort, TcpConn};
 
 use super::interfaces::{AddrTable, Lookup};
 use super::netlink::{NetlinkError, Proto, SockDiag};
-use super::procnet::{self, state};
+use super::procnet;
+use super::raw::state;
 use super::text::read_into;
 
-/// One socket as either source reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RawSocket {
-    /// Local address and port.
-    pub local: SocketAddr,
-    /// Remote address and port (unspecified for listening and unconnected sockets).
-    pub remote: SocketAddr,
-    /// Kernel state number (see [`procnet::state`]).
-    pub state: u8,
-    /// Owner UID.
-    pub uid: u32,
-    /// Socket inode (0 for sockets without a file, e.g. `TIME_WAIT`).
-    pub inode: u64,
-}
+pub use super::raw::RawSocket;
 
 /// TCP states of a connection with a peer, from the first SYN sent to the end of `TIME_WAIT`
 /// (not `SYN_RECV`: a half-open inbound connection names no destination of the gateway).
