@@ -128,7 +128,7 @@ pub fn log_line(data: &[u8]) {
 /// Arbitrary bytes as a configuration file: parsed and validated, never a panic.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::config::Config::from_toml(text);
+        let _ = crate::config::Config::from_toml_in(text, &crate::config::Environment::fixed());
     }
 }
 

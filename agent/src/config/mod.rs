@@ -296,8 +296,15 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text, with the defaults this machine gives (see
+    /// [`Environment::probe`]).
     pub fn from_toml(src: &str) -> Result<Config, ConfigErrors> {
+        Config::from_toml_in(src, &Environment::probe())
+    }
+
+    /// Parses and validates TOML text against given defaults: reads no environment variable and
+    /// no file (the fuzz target and tests use this).
+    pub fn from_toml_in(src: &str, env: &Environment) -> Result<Config, ConfigErrors> {
         let table: toml::Table = match src.parse() {
             Ok(t) => t,
             Err(e) => {
@@ -393,7 +400,7 @@ impl Config {
                 errors.push(serde_error(src, &key, &e));
             }
         }
-        match Config::from_raw(raw, src) {
+        match Config::from_raw_in(raw, src, env) {
             Ok(c) if errors.is_empty() => Ok(c),
             Ok(_) => Err(sorted(errors)),
             Err(mut more) => {
@@ -403,19 +410,29 @@ impl Config {
         }
     }
 
-    /// Validates raw values; `src` is only used to find line numbers.
+    /// Validates raw values with this machine's defaults; `src` is only used to find line
+    /// numbers.
     pub fn from_raw(raw: RawConfig, src: &str) -> Result<Config, ConfigErrors> {
+        Config::from_raw_in(raw, src, &Environment::probe())
+    }
+
+    /// Validates raw values against given defaults; touches nothing outside its arguments.
+    pub fn from_raw_in(
+        raw: RawConfig,
+        src: &str,
+        env: &Environment,
+    ) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
             src,
             errors: Vec::new(),
             warnings: Vec::new(),
         };
 
-        let thing_name = std::env::var(ENV_THING_NAME)
-            .ok()
-            .filter(|s| !s.is_empty())
+        let thing_name = env
+            .thing_name
+            .clone()
             .or(raw.thing_name.clone())
-            .unwrap_or_else(default_thing_name);
+            .unwrap_or_else(|| env.hostname_thing_name.clone());
         if !valid_thing_name(&thing_name) {
             v.err(
                 "",
@@ -427,7 +444,7 @@ impl Config {
             .state_dir
             .as_deref()
             .map(PathBuf::from)
-            .unwrap_or_else(default_state_dir);
+            .unwrap_or_else(|| env.state_dir.clone());
 
         let c = &raw.collect;
         let collect = CollectConfig {
@@ -987,6 +1004,38 @@ fn valid_thing_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+}
+
+/// What the configuration takes from the machine where the file is silent, read once per load
+/// so that validation itself is a pure function of the text and these values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// `EDGEWARDEN_THING_NAME`, when set and not empty (it overrides the file).
+    pub thing_name: Option<String>,
+    /// The hostname made into a thing name (the default thing name).
+    pub hostname_thing_name: String,
+    /// The default state directory ([`default_state_dir`]).
+    pub state_dir: PathBuf,
+}
+
+impl Environment {
+    /// Reads the environment variable, the hostname and the state directory's owner.
+    pub fn probe() -> Environment {
+        Environment {
+            thing_name: std::env::var(ENV_THING_NAME).ok().filter(|s| !s.is_empty()),
+            hostname_thing_name: default_thing_name(),
+            state_dir: default_state_dir(),
+        }
+    }
+
+    /// Fixed values, for tests and fuzzing: thing `edgewarden`, state in `/nonexistent`.
+    pub fn fixed() -> Environment {
+        Environment {
+            thing_name: None,
+            hostname_thing_name: "edgewarden".into(),
+            state_dir: PathBuf::from("/nonexistent/edgewarden"),
+        }
+    }
 }
 
 /// The hostname, made into a valid thing name.

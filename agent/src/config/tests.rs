@@ -82,3 +82,21 @@ proptest::proptest! {
         let _ = Config::from_toml(&s);
     }
 }
+
+#[test]
+fn validation_uses_only_the_given_environment() {
+    let fixed = Environment::fixed();
+    let c = Config::from_toml_in("", &fixed).unwrap();
+    assert_eq!(c.thing_name, "edgewarden");
+    assert_eq!(c.state_dir, fixed.state_dir);
+    let c = Config::from_toml_in("thing_name = \"gw-7\"\n", &fixed).unwrap();
+    assert_eq!(c.thing_name, "gw-7");
+    // The environment variable, when set, overrides the file.
+    let env = Environment {
+        thing_name: Some("from-env".into()),
+        ..Environment::fixed()
+    };
+    let c = Config::from_toml_in("thing_name = \"gw-7\"\nstate_dir = \"/tmp/x\"\n", &env).unwrap();
+    assert_eq!(c.thing_name, "from-env");
+    assert_eq!(c.state_dir, std::path::PathBuf::from("/tmp/x"));
+}
