@@ -576,6 +576,18 @@ mod tests {
             .expect("sleep runs")
     }
 
+    /// Waits (at most 5 s) until `pid` runs `name`: under qemu-user a spawned child may still
+    /// carry the parent's name for a moment after `spawn` returns.
+    fn wait_for_exec(pid: u32, name: &str) {
+        for _ in 0..500 {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn has(t: &ProcessTable, pid: u32) -> bool {
         t.prev.contains_key(&pid)
     }
@@ -612,6 +624,7 @@ mod tests {
         );
         // A fork: the next tick lists /proc and finds the newcomer.
         let mut b = sleeper();
+        wait_for_exec(b.id(), "sleep");
         let s = t.walk(root, 5, Some(2)).unwrap();
         assert!(has(&t, b.id()));
         assert!(s.new_names.contains(&"sleep".to_owned()));
@@ -667,6 +680,7 @@ mod tests {
                 .unwrap();
             let reused = new.id() == pid;
             if reused {
+                wait_for_exec(pid, "cat");
                 let s = t.walk(root, 5, Some(2)).unwrap();
                 assert_eq!(t.name_of(pid), Some("cat"));
                 assert!(s.new_names.contains(&"cat".to_owned()));
