@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::text::dec_u64;
@@ -161,12 +160,10 @@ pub struct ProcessTable {
 
 /// How one `stat` read ended.
 enum Read {
-    /// Read into the buffer (not parsed yet).
-    Ok,
+    /// Read into the buffer's first bytes (not parsed yet).
+    Ok(usize),
     /// The process is gone.
     Gone,
-    /// Malformed content.
-    Malformed,
     /// Exists but could not be read.
     Failed(io::Error),
 }
@@ -308,15 +305,10 @@ impl ProcessTable {
             }
         }
         let st = match read {
-            Read::Ok => parse_stat(&self.buf),
+            Read::Ok(len) => parse_stat(&self.buf[..len]),
             Read::Gone => {
                 drop_file(&mut self.open_files, old);
                 return false;
-            }
-            Read::Malformed => {
-                drop_file(&mut self.open_files, old);
-                out.malformed += 1;
-                return true;
             }
             Read::Failed(e) => {
                 drop_file(&mut self.open_files, old);
@@ -426,36 +418,16 @@ fn drop_file(open_files: &mut usize, p: Option<Proc>) {
     }
 }
 
-/// Reads a whole `stat` file with `pread` at offset 0 into `buf` (grown as needed; the content
-/// stays in `buf[..len]`, the rest zeroed so a second parse sees only this read).
+/// Reads a whole `stat` file with `pread` at offset 0 into `buf` (the shared reader of the
+/// kept-open `/proc` files).
 fn read_file(f: &File, buf: &mut Vec<u8>) -> Read {
-    if buf.len() < 1024 {
-        buf.resize(1024, 0);
-    }
-    let mut len = 0;
-    loop {
-        match f.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if len < buf.len() {
-                    break;
-                }
-                if buf.len() >= 1 << 16 {
-                    return Read::Malformed;
-                }
-                let grown = buf.len() * 2;
-                buf.resize(grown, 0);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.raw_os_error() == Some(ESRCH) || e.kind() == io::ErrorKind::NotFound => {
-                return Read::Gone;
-            }
-            Err(e) => return Read::Failed(e),
+    match super::text::pread_all(f, buf, true) {
+        Ok(len) => Read::Ok(len),
+        Err(e) if e.raw_os_error() == Some(ESRCH) || e.kind() == io::ErrorKind::NotFound => {
+            Read::Gone
         }
+        Err(e) => Read::Failed(e),
     }
-    buf.truncate(len);
-    Read::Ok
 }
 
 fn pid_of(name: &OsStr) -> Option<u32> {

@@ -96,7 +96,9 @@ impl ProcFile {
     }
 }
 
-fn pread_all(f: &File, buf: &mut Vec<u8>, single: bool) -> io::Result<usize> {
+/// Reads all of `f` with `pread` from offset 0 into `buf` (grown as needed, never shrunk);
+/// returns the length. `single`: a read that does not fill the buffer was the whole file.
+pub(crate) fn pread_all(f: &File, buf: &mut Vec<u8>, single: bool) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
