@@ -586,38 +586,23 @@ impl Collector {
     /// The gate's counters for this tick (`None` on any doubt, counted as a failure).
     fn tcp_fingerprint(&mut self) -> Option<TcpFingerprint> {
         let snmp = self.tcp_counters?;
-        let (inuse, tw) = match self.paths.sockstat.read(&mut self.buf) {
-            Ok(data) => match gate::parse_sockstat(data) {
-                Ok(v) => v,
-                Err(e) => {
-                    let e = format!("{}: {e}", self.paths.sockstat.path().display());
-                    self.faults.fail(Source::Sockstat, 1, &e);
-                    return None;
-                }
-            },
-            Err(e) => {
-                self.faults
-                    .read(Source::Sockstat, self.paths.sockstat.path(), &e);
-                return None;
-            }
-        };
-        let inuse6 = match self.paths.sockstat6.read(&mut self.buf) {
-            Ok(data) => match gate::parse_sockstat6(data) {
-                Ok(v) => v,
-                Err(e) => {
-                    let e = format!("{}: {e}", self.paths.sockstat6.path().display());
-                    self.faults.fail(Source::Sockstat, 1, &e);
-                    return None;
-                }
-            },
-            // A kernel without IPv6 has no sockstat6 and no IPv6 sockets.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => {
-                self.faults
-                    .read(Source::Sockstat, self.paths.sockstat6.path(), &e);
-                return None;
-            }
-        };
+        let (inuse, tw) = read_parsed(
+            &mut self.paths.sockstat,
+            &mut self.buf,
+            &mut self.faults,
+            Source::Sockstat,
+            gate::parse_sockstat,
+            None,
+        )?;
+        // A kernel without IPv6 has no sockstat6 and no IPv6 sockets.
+        let inuse6 = read_parsed(
+            &mut self.paths.sockstat6,
+            &mut self.buf,
+            &mut self.faults,
+            Source::Sockstat,
+            gate::parse_sockstat6,
+            Some(0),
+        )?;
         Some(TcpFingerprint {
             snmp,
             inuse: inuse.saturating_add(inuse6),
@@ -884,6 +869,32 @@ impl Collector {
                 },
                 Err(e) => self.faults.read(src, file.path(), &e),
             }
+        }
+    }
+}
+
+/// Reads and parses one kept-open file; a failure is counted against `src` and gives `None`.
+/// A missing file gives `if_missing` when that is set (an optional file), else is a failure.
+fn read_parsed<T, E: fmt::Display>(
+    file: &mut ProcFile,
+    buf: &mut Vec<u8>,
+    faults: &mut Faults,
+    src: Source,
+    parse: fn(&[u8]) -> Result<T, E>,
+    if_missing: Option<T>,
+) -> Option<T> {
+    match file.read(buf) {
+        Ok(data) => match parse(data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                faults.fail(src, 1, &format_args!("{}: {e}", file.path().display()));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && if_missing.is_some() => if_missing,
+        Err(e) => {
+            faults.read(src, file.path(), &e);
+            None
         }
     }
 }

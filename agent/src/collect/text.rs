@@ -20,6 +20,18 @@ pub(crate) const MAX_FILE_BYTES: usize = 64 << 20;
 /// size hint that procfs files do not have: one `open`, the `read`s, one `close`.
 pub(crate) fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
     let mut f = File::open(path)?;
+    let n = fill(buf, false, |dst, _| f.read(dst))?;
+    Ok(&buf[..n])
+}
+
+/// The read loop of [`read_into`] and [`pread_all`]: `read(dst, offset)` into `buf` (grown as
+/// needed up to [`MAX_FILE_BYTES`], never shrunk) until end of file, or, with `single`, until
+/// a read that does not fill the buffer. Returns the length read.
+fn fill(
+    buf: &mut Vec<u8>,
+    single: bool,
+    mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
@@ -32,14 +44,18 @@ pub(crate) fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> io::Result<&'b
             let grown = (buf.len() * 2).clamp(4096, MAX_FILE_BYTES);
             buf.resize(grown, 0);
         }
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
+        match read(&mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => {
+                len += n;
+                if single && len < buf.len() {
+                    return Ok(len);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    Ok(&buf[..len])
 }
 
 /// A `/proc` file opened once and re-read each tick with `pread` from offset 0: the kernel
@@ -99,30 +115,7 @@ impl ProcFile {
 /// Reads all of `f` with `pread` from offset 0 into `buf` (grown as needed, never shrunk);
 /// returns the length. `single`: a read that does not fill the buffer was the whole file.
 pub(crate) fn pread_all(f: &File, buf: &mut Vec<u8>, single: bool) -> io::Result<usize> {
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            if buf.len() >= MAX_FILE_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("file larger than {MAX_FILE_BYTES} bytes"),
-                ));
-            }
-            let grown = (buf.len() * 2).clamp(4096, MAX_FILE_BYTES);
-            buf.resize(grown, 0);
-        }
-        match f.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => return Ok(len),
-            Ok(n) => {
-                len += n;
-                if single && len < buf.len() {
-                    return Ok(len);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    fill(buf, single, |dst, offset| f.read_at(dst, offset))
 }
 
 /// Fields of a line separated by runs of ASCII whitespace (spaces, tabs), empty fields skipped.
